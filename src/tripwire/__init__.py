@@ -1,0 +1,3 @@
+"""tripwire: real-time behavioral triggers over Segment-format events."""
+
+__version__ = "0.1.0"

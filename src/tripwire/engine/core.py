@@ -1,0 +1,392 @@
+"""The event-time engine: acceptance, reference order, timers and fires.
+
+Pure: no I/O, no clock, no randomness. Time arrives only as event timestamps and as
+explicit watermark advances, so replay, the live server and the tests cannot disagree.
+
+Accepted events wait in a heap until the watermark reaches them (`ts <= watermark`);
+from then on no event can arrive that sorts before them, so they are applied in the
+reference order `(timestamp, arrival)`. A timer due at `d` fires once `watermark > d`,
+after every event with `ts <= d`. Every fire emitted is therefore final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from heapq import heappop, heappush
+from typing import Any, Final, Literal
+
+from tripwire.engine.fire import Fire, make_fire_id
+from tripwire.engine.merge import merge_users
+from tripwire.engine.plan import ABSENCE, COUNT, INACTIVITY, Plan, TriggerPlan
+from tripwire.engine.state import CountList, Timer, UserState
+from tripwire.events import ACTIVITY, Event
+from tripwire.rules.model import ActivityGuard, Guard, Rules, TraitGuard
+from tripwire.rules.where import MISSING, canonical
+from tripwire.timestamps import format_ms
+
+Decision = Literal["accepted", "late", "duplicate"]
+ACCEPTED: Final = "accepted"
+LATE: Final = "late"
+DUPLICATE: Final = "duplicate"
+
+NEVER: Final = -(2**62)
+_UNKEYED: Final = ("_",)  # the key of an unkeyed trigger's only window or list
+
+
+class Engine:
+    """Decides, per user and in event time, when each trigger holds.
+
+    Drive it with `offer` (or `ingest` for a batch) in arrival order, then `advance`
+    to apply what the watermark allows; `finish` ends a replay. Each call returns
+    the fires it produced, suppressed ones included, in processing order.
+    """
+
+    def __init__(self, rules: Rules, *, dedup_window: int | None = None) -> None:
+        """`dedup_window` (ms) bounds how long messageIds are remembered; None keeps all."""
+        self.rules = rules
+        self.plan = Plan(rules)
+        self.lateness = rules.settings.allowed_lateness
+        self.dedup_window = dedup_window
+        self.watermark = NEVER
+        self.max_ts = NEVER
+        self.users: dict[str, UserState] = {}
+        self.links: dict[str, str] = {}
+        self.seen: dict[str, int] = {}
+        self.counts = {ACCEPTED: 0, LATE: 0, DUPLICATE: 0}
+        self.dirty: set[str] = set()
+        self._pending: list[tuple[int, int, Event]] = []
+        self._timers: list[tuple[int, int, str, int, Any]] = []
+        self._arrival = 0
+        self._seq = 0
+        self._n_triggers = len(rules.triggers)
+        self._seen_order: list[tuple[int, str]] = []
+
+    # -- acceptance ------------------------------------------------------------------
+
+    def offer(self, event: Event) -> Decision:
+        """Decide an arriving event: duplicate, late, or accepted (and queued)."""
+        mid = event.message_id
+        if mid in self.seen:
+            self.counts[DUPLICATE] += 1
+            return DUPLICATE
+        ts = event.ts
+        if ts < self.watermark:
+            self.counts[LATE] += 1
+            return LATE
+        if not event.auto_id:
+            self.seen[mid] = ts
+            if self.dedup_window is not None:
+                self._seen_order.append((ts, mid))
+        self._arrival += 1
+        heappush(self._pending, (ts, self._arrival, event))
+        if ts > self.max_ts:
+            self.max_ts = ts
+            self.watermark = max(self.watermark, ts - self.lateness)
+        self.counts[ACCEPTED] += 1
+        return ACCEPTED
+
+    def ingest(self, events: Iterable[Event]) -> list[Decision]:
+        """Decide a batch in arrival order."""
+        return [self.offer(event) for event in events]
+
+    def force_accept(self, event: Event) -> None:
+        """Queue an event a log already accepted, without deciding again (log replay)."""
+        if not event.auto_id:
+            self.seen[event.message_id] = event.ts
+        self._arrival += 1
+        heappush(self._pending, (event.ts, self._arrival, event))
+        if event.ts > self.max_ts:
+            self.max_ts = event.ts
+            self.watermark = max(self.watermark, event.ts - self.lateness)
+        self.counts[ACCEPTED] += 1
+
+    # -- time --------------------------------------------------------------------------
+
+    def advance(self, watermark: int | None = None) -> list[Fire]:
+        """Raise the watermark to `watermark` (if higher), apply what it allows."""
+        if watermark is not None and watermark > self.watermark:
+            self.watermark = watermark
+        fires: list[Fire] = []
+        self._run(self.watermark, self.watermark - 1, fires)
+        self._forget_old_ids()
+        return fires
+
+    def finish(self, until: int | None = None) -> list[Fire]:
+        """End of input: apply every queued event, fire timers due by max(last event, until)."""
+        end = self.max_ts if until is None else max(self.max_ts, until)
+        fires: list[Fire] = []
+        self._run(end, end, fires)
+        return fires
+
+    def next_due(self) -> int | None:
+        """The earliest time something is waiting for (a queued event or a timer)."""
+        times = [self._pending[0][0]] if self._pending else []
+        if self._timers:
+            times.append(self._timers[0][0])
+        return min(times) if times else None
+
+    def _run(self, event_limit: int, timer_limit: int, fires: list[Fire]) -> None:
+        pending = self._pending
+        timers = self._timers
+        apply = self._apply
+        while True:
+            if pending and pending[0][0] <= event_limit and (not timers or pending[0][0] <= timers[0][0]):
+                apply(heappop(pending)[2], fires)
+            elif timers and timers[0][0] <= timer_limit:
+                self._due(heappop(timers), fires)
+            else:
+                return
+
+    def _forget_old_ids(self) -> None:
+        if self.dedup_window is None or not self._seen_order:
+            return
+        cutoff = self.watermark - self.dedup_window
+        order = self._seen_order
+        drop = 0
+        while drop < len(order) and order[drop][0] < cutoff:
+            self.seen.pop(order[drop][1], None)
+            drop += 1
+        if drop:
+            del order[:drop]
+
+    # -- applying events ---------------------------------------------------------------
+
+    def resolve(self, uid: str) -> str:
+        """Follow identity links to the id whose state an id's events count for."""
+        links = self.links
+        while uid in links:
+            uid = links[uid]
+        return uid
+
+    def _user(self, uid: str) -> UserState:
+        user = self.users.get(uid)
+        if user is None:
+            user = self.users[uid] = UserState(uid, self._n_triggers)
+        return user
+
+    def _apply(self, event: Event, fires: list[Fire]) -> None:
+        raw = event.raw
+        type_ = event.type
+        uid = event.user_id or event.anonymous_id
+        assert uid is not None
+        if self.links:
+            uid = self.resolve(uid)
+        if type_ in {"identify", "alias"}:
+            self._identity(event, uid, fires)
+        user = self._user(uid)
+        self.dirty.add(uid)
+        name = event.name
+        ts = event.ts
+        activity = type_ in ACTIVITY
+        if activity and self.plan.guard_slots:
+            self._remember(user, name, type_, raw, ts)
+        for plan in self.plan.triggers_for(name):
+            trigger = plan.trigger
+            shape = plan.shape
+            if shape == COUNT:
+                when = trigger.when
+                assert when is not None
+                if when.matches(type_, name, raw):
+                    self._count(plan, user, event, fires)
+            elif shape == ABSENCE:
+                unless = trigger.unless
+                when = trigger.when
+                assert unless is not None and when is not None
+                if unless.matches(type_, name, raw):
+                    self._close(plan, user, raw)
+                if when.matches(type_, name, raw):
+                    self._open(plan, user, event)
+            elif activity and (trigger.of is None or trigger.of.matches(type_, name, raw)):
+                self._set_deadline(plan, user, ts + trigger.inactive, [event.message_id])
+
+    def _identity(self, event: Event, uid: str, fires: list[Fire]) -> None:
+        raw = event.raw
+        other = raw.get("previousId") if event.type == "alias" else None
+        other = other or event.anonymous_id
+        if event.user_id is not None and other is not None and other != event.user_id:
+            self._link(other, uid, event.ts, fires)
+        if event.type == "identify":
+            traits = raw.get("traits")
+            if traits:
+                user = self._user(uid)
+                if user.traits is None:
+                    user.traits = dict(traits)
+                else:
+                    user.traits.update(traits)
+
+    def _remember(self, user: UserState, name: str | None, type_: str, raw: dict[str, Any], ts: int) -> None:
+        slots = self.plan.guard_slots
+        for g in self.plan.guards_for(name):
+            slot = slots[g]
+            if slot.pattern.matches(type_, name, raw):
+                history = user.history
+                if history is None:
+                    history = user.history = {}
+                times = history.get(g)
+                if times is None:
+                    history[g] = [ts]
+                else:
+                    times.append(ts)
+                    if len(times) > slot.keep:
+                        del times[0]
+
+    # -- the three shapes --------------------------------------------------------------
+
+    def _key(self, plan: TriggerPlan, raw: dict[str, Any]) -> tuple[Any, Any]:
+        """(canonical key, key as in the event) for a keyed trigger; unkeyed share one."""
+        get = plan.trigger.key_get
+        if get is None:
+            return _UNKEYED, None
+        value = get(raw)
+        if value is MISSING or value is None:
+            return None, None
+        return canonical(value), value
+
+    def _count(self, plan: TriggerPlan, user: UserState, event: Event, fires: list[Fire]) -> None:
+        trigger = plan.trigger
+        ts = event.ts
+        kc, kv = self._key(plan, event.raw)
+        if trigger.count == 1:
+            self._fire(plan, user, kv, ts, (event.message_id,), fires)
+            return
+        lists = user.slots[plan.index]
+        if lists is None:
+            lists = user.slots[plan.index] = {}
+        found = lists.get(kc)
+        if found is None:
+            found = lists[kc] = CountList(kv)
+        found.times.append(ts)
+        found.ids.append(event.message_id)
+        if trigger.within is not None:
+            found.drop_until(ts - trigger.within)
+        if len(found.times) >= trigger.count:
+            del lists[kc]
+            if not lists:
+                user.slots[plan.index] = None
+            self._fire(plan, user, found.key, ts, tuple(found.ids), fires)
+
+    def _close(self, plan: TriggerPlan, user: UserState, raw: dict[str, Any]) -> None:
+        windows = user.slots[plan.index]
+        if windows is None:
+            return
+        kc, _ = self._key(plan, raw)
+        if kc is None:
+            windows.clear()
+        else:
+            windows.pop(kc, None)
+        if not windows:
+            user.slots[plan.index] = None
+
+    def _open(self, plan: TriggerPlan, user: UserState, event: Event) -> None:
+        trigger = plan.trigger
+        assert trigger.within is not None
+        kc, kv = self._key(plan, event.raw)
+        windows = user.slots[plan.index]
+        if windows is None:
+            windows = user.slots[plan.index] = {}
+        window = windows.get(kc)
+        deadline = event.ts + trigger.within
+        if window is None:
+            self._seq += 1
+            windows[kc] = Timer(kv, deadline, [event.message_id], self._seq)
+            heappush(self._timers, (deadline, self._seq, user.uid, plan.index, kc))
+        elif trigger.restart:
+            self._seq += 1
+            window.deadline = deadline
+            window.ids.append(event.message_id)
+            window.seq = self._seq
+            # the heap entry at the old deadline re-queues itself when it comes due
+
+    def _set_deadline(self, plan: TriggerPlan, user: UserState, deadline: int, ids: list[str]) -> None:
+        self._seq += 1
+        current = user.slots[plan.index]
+        if current is None:
+            user.slots[plan.index] = Timer(None, deadline, ids, self._seq)
+            heappush(self._timers, (deadline, self._seq, user.uid, plan.index, _UNKEYED))
+        else:
+            current.deadline = deadline
+            current.ids = ids
+            current.seq = self._seq
+
+    def _due(self, entry: tuple[int, int, str, int, Any], fires: list[Fire]) -> None:
+        due, seq, uid, index, kc = entry
+        user = self.users.get(uid)
+        if user is None:
+            return
+        slot = user.slots[index]
+        if slot is None:
+            return
+        plan = self.plan.triggers[index]
+        timer = slot if plan.shape == INACTIVITY else slot.get(kc)
+        if timer is None:
+            return
+        if timer.deadline > due or (timer.deadline == due and timer.seq > seq):
+            heappush(self._timers, (timer.deadline, timer.seq, uid, index, kc))
+            return
+        if timer.seq != seq:
+            return
+        if plan.shape == INACTIVITY:
+            user.slots[index] = None
+        else:
+            del slot[kc]
+            if not slot:
+                user.slots[index] = None
+        self.dirty.add(uid)
+        self._fire(plan, user, timer.key, due, tuple(timer.ids), fires)
+
+    # -- fires ---------------------------------------------------------------------------
+
+    def _fire(
+        self, plan: TriggerPlan, user: UserState, key: Any, at: int, ids: tuple[str, ...], fires: list[Fire]
+    ) -> None:
+        trigger = plan.trigger
+        suppressed = detail = None
+        last = user.last_fire.get(plan.index) if user.last_fire is not None else None
+        if trigger.cooldown > 0 and last is not None and at < last + trigger.cooldown:
+            suppressed = "cooldown"
+            detail = f"cooldown: fired at {format_ms(last)}, quiet until {format_ms(last + trigger.cooldown)}"
+        else:
+            for slot, guard in plan.guards:
+                if not self._guard_holds(user, slot, guard, at):
+                    suppressed = "guard"
+                    detail = f"guard failed: {guard.text}"
+                    break
+        if suppressed is None and trigger.cooldown > 0:
+            if user.last_fire is None:
+                user.last_fire = {}
+            user.last_fire[plan.index] = at
+        fire_id = make_fire_id(trigger.id, user.uid, key, at, ids)
+        fires.append(Fire(trigger.id, user.uid, key, at, fire_id, ids, suppressed, detail))
+
+    def _guard_holds(self, user: UserState, slot: int, guard: Guard, at: int) -> bool:
+        if isinstance(guard, TraitGuard):
+            return guard.predicate(user.traits if user.traits is not None else {})
+        assert isinstance(guard, ActivityGuard)
+        times = user.history.get(slot) if user.history is not None else None
+        since = at - guard.within
+        if guard.negated:
+            return not times or times[-1] < since
+        need = guard.min_count
+        return times is not None and len(times) >= need and times[-need] >= since
+
+    # -- identity --------------------------------------------------------------------------
+
+    def _link(self, other: str, uid: str, at: int, fires: list[Fire]) -> None:
+        """Point `other` at `uid` and merge what `other` gathered into `uid`."""
+        if self.resolve(uid) == other or self.resolve(other) == uid:
+            return
+        self.links[other] = uid
+        source = self.users.pop(other, None)
+        if source is None:
+            return
+        self.dirty.add(other)
+        self.dirty.add(uid)
+        merge_users(self, source, self._user(uid), at, fires)
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def timer_count(self) -> int:
+        return len(self._timers)

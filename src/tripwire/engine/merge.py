@@ -1,0 +1,89 @@
+"""Merging an anonymous user's state into the user it is linked to (see docs/semantics.md)."""
+
+from __future__ import annotations
+
+from heapq import heappush
+from typing import TYPE_CHECKING, Any
+
+from tripwire.engine.plan import ABSENCE, COUNT, INACTIVITY
+from tripwire.engine.state import CountList, Timer, UserState
+
+if TYPE_CHECKING:
+    from tripwire.engine.core import Engine
+    from tripwire.engine.fire import Fire
+
+
+def merge_users(engine: Engine, source: UserState, target: UserState, at: int, fires: list[Fire]) -> None:
+    """Fold `source` into `target` at time `at`, as if both histories were one user's."""
+    if source.traits:
+        merged = dict(source.traits)
+        merged.update(target.traits or {})
+        target.traits = merged
+    if source.history:
+        history = target.history if target.history is not None else {}
+        for g, times in source.history.items():
+            keep = engine.plan.guard_slots[g].keep
+            history[g] = sorted([*history.get(g, []), *times])[-keep:]
+        target.history = history
+    if source.last_fire:
+        last = target.last_fire if target.last_fire is not None else {}
+        for index, when in source.last_fire.items():
+            last[index] = max(when, last.get(index, when))
+        target.last_fire = last
+    for plan in engine.plan.triggers:
+        mine = source.slots[plan.index]
+        if mine is None:
+            continue
+        if plan.shape == INACTIVITY:
+            theirs = target.slots[plan.index]
+            if theirs is None or mine.deadline > theirs.deadline:
+                target.slots[plan.index] = mine
+                _schedule(engine, target, plan.index, ("_",), mine)
+            continue
+        slots: dict[Any, Any] = target.slots[plan.index] or {}
+        target.slots[plan.index] = slots
+        for kc, item in mine.items():
+            other = slots.get(kc)
+            if plan.shape == COUNT:
+                slots[kc] = item if other is None else _merge_counts(other, item)
+            elif plan.shape == ABSENCE:
+                window = item if other is None else _merge_windows(other, item, plan.trigger.restart)
+                slots[kc] = window
+                if window is not other:
+                    _schedule(engine, target, plan.index, kc, window)
+        if plan.shape == COUNT:
+            trigger = plan.trigger
+            for kc in list(slots):
+                found = slots[kc]
+                if trigger.within is not None:
+                    found.drop_until(at - trigger.within)
+                if len(found.times) >= trigger.count:
+                    del slots[kc]
+                    engine._fire(plan, target, found.key, at, tuple(found.ids), fires)
+                elif not found.times:
+                    del slots[kc]
+        if not slots:
+            target.slots[plan.index] = None
+
+
+def _merge_counts(first: CountList, second: CountList) -> CountList:
+    pairs = sorted(
+        [*zip(first.times, first.ids, strict=True), *zip(second.times, second.ids, strict=True)],
+        key=lambda pair: pair[0],
+    )
+    earlier = first if not second.times or (first.times and first.times[0] <= second.times[0]) else second
+    merged = CountList(earlier.key)
+    merged.times = [t for t, _ in pairs]
+    merged.ids = [i for _, i in pairs]
+    return merged
+
+
+def _merge_windows(theirs: Timer, mine: Timer, restart: bool) -> Timer:
+    first, last = (theirs, mine) if theirs.deadline <= mine.deadline else (mine, theirs)
+    if not restart:
+        return first
+    return Timer(first.key, last.deadline, [*first.ids, *last.ids], last.seq)
+
+
+def _schedule(engine: Engine, user: UserState, index: int, kc: Any, timer: Timer) -> None:
+    heappush(engine._timers, (timer.deadline, timer.seq, user.uid, index, kc))

@@ -1,0 +1,56 @@
+"""The exception tree of tripwire.
+
+    TripwireError
+    ├── RulesError        a rules file is invalid; carries every problem found
+    ├── EventError        one event is malformed; names the field and what to fix
+    └── DurationError     a duration string is malformed (a ValueError too)
+
+Messages say what is wrong, where, and what is allowed instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TripwireError(Exception):
+    """Base of every error tripwire raises on purpose."""
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    """One problem in a rules file, located by file, line and field path."""
+
+    file: str
+    line: int | None
+    trigger: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        who = f"trigger {self.trigger!r}, " if self.trigger else ""
+        return f"{where}: {who}{self.field}: {self.message}"
+
+
+class RulesError(TripwireError):
+    """A rules file failed validation; `problems` lists every problem at once."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the rules"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class EventError(TripwireError):
+    """An event cannot be used; `field` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class DurationError(TripwireError, ValueError):
+    """A duration is not a whole number followed by a unit."""

@@ -1,0 +1,123 @@
+"""Compiled rules: immutable value objects the engine runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tripwire.rules.where import Getter, Predicate
+
+ACTIVITY_TYPES = frozenset({"track", "page", "screen"})
+EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
+
+Shape = Literal["count", "absence", "inactivity"]
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One event pattern: names (of `event`), types and a where predicate, all optional."""
+
+    names: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+    where: Predicate | None = None
+
+    def matches(self, type_: str, name: str | None, raw: dict[str, Any]) -> bool:
+        if self.names is not None and name not in self.names:
+            return False
+        if self.types is not None and type_ not in self.types:
+            return False
+        return self.where is None or self.where(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Any of several matchers, as `when`, `unless`, `of`, `did` and `did_not` take."""
+
+    matchers: tuple[Matcher, ...]
+    activity_only: bool = False
+    text: str = ""
+
+    @property
+    def names(self) -> frozenset[str] | None:
+        """The event names this pattern can match, or None when it may match any."""
+        names: set[str] = set()
+        for matcher in self.matchers:
+            if matcher.names is None:
+                return None
+            names |= matcher.names
+        return frozenset(names)
+
+    def matches(self, type_: str, name: str | None, raw: dict[str, Any]) -> bool:
+        if self.activity_only and type_ not in ACTIVITY_TYPES:
+            return False
+        return any(m.matches(type_, name, raw) for m in self.matchers)
+
+
+@dataclass(frozen=True, slots=True)
+class TraitGuard:
+    """`{trait: PATH, <operator>: VALUE}` on the user's merged traits."""
+
+    path: str
+    predicate: Predicate
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityGuard:
+    """`did` (at least `min_count`) or `did_not` (none) in `[fire_time - within, fire_time]`."""
+
+    pattern: Pattern
+    within: int
+    min_count: int
+    negated: bool
+    text: str
+
+
+Guard = TraitGuard | ActivityGuard
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One trigger of the rules file, compiled."""
+
+    id: str
+    shape: Shape
+    when: Pattern | None = None
+    unless: Pattern | None = None
+    of: Pattern | None = None
+    count: int = 1
+    within: int | None = None
+    inactive: int = 0
+    restart: bool = False
+    key: str | None = None
+    key_get: Getter | None = None
+    cooldown: int = 0
+    guards: tuple[Guard, ...] = ()
+    description: str | None = None
+    actions: tuple[str, ...] = ()
+    line: int | None = None
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The `settings` section; durations in milliseconds."""
+
+    allowed_lateness: int = 5_000
+    dedup_window: int = 7 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A validated rules file."""
+
+    settings: Settings
+    triggers: tuple[Trigger, ...]
+    actions: dict[str, dict[str, Any]]
+    filename: str = "<rules>"
+
+    def trigger(self, trigger_id: str) -> Trigger:
+        for trigger in self.triggers:
+            if trigger.id == trigger_id:
+                return trigger
+        raise KeyError(trigger_id)
