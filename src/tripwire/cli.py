@@ -74,7 +74,8 @@ def check(rules: str) -> None:
     """
     loaded = _load(rules)
     console = Console(highlight=False)
-    table = Table(title=f"{rules}: {len(loaded.triggers)} triggers", title_justify="left")
+    console.print(f"{rules}: {len(loaded.triggers)} triggers", markup=False, soft_wrap=True)
+    table = Table()
     for column in ("trigger", "shape", "holds when", "key", "cooldown", "guards"):
         table.add_column(column)
     for trigger in loaded.triggers:

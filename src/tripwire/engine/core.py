@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from heapq import heappop, heappush
 from typing import Any, Final, Literal
 
+from tripwire.engine import snapshot
 from tripwire.engine.fire import Fire, make_fire_id
 from tripwire.engine.merge import merge_users
 from tripwire.engine.plan import ABSENCE, COUNT, INACTIVITY, Plan, TriggerPlan
-from tripwire.engine.state import CountList, Timer, UserState
+from tripwire.engine.state import UNKEYED, CountList, Timer, UserState
 from tripwire.events import ACTIVITY, Event
 from tripwire.rules.model import ActivityGuard, Guard, Rules, TraitGuard
 from tripwire.rules.where import MISSING, canonical
@@ -30,7 +31,6 @@ LATE: Final = "late"
 DUPLICATE: Final = "duplicate"
 
 NEVER: Final = -(2**62)
-_UNKEYED: Final = ("_",)  # the key of an unkeyed trigger's only window or list
 
 
 class Engine:
@@ -236,7 +236,7 @@ class Engine:
         """(canonical key, key as in the event) for a keyed trigger; unkeyed share one."""
         get = plan.trigger.key_get
         if get is None:
-            return _UNKEYED, None
+            return UNKEYED, None
         value = get(raw)
         if value is MISSING or value is None:
             return None, None
@@ -302,7 +302,7 @@ class Engine:
         current = user.slots[plan.index]
         if current is None:
             user.slots[plan.index] = Timer(None, deadline, ids, self._seq)
-            heappush(self._timers, (deadline, self._seq, user.uid, plan.index, _UNKEYED))
+            heappush(self._timers, (deadline, self._seq, user.uid, plan.index, UNKEYED))
         else:
             current.deadline = deadline
             current.ids = ids
@@ -383,7 +383,37 @@ class Engine:
         self.dirty.add(uid)
         merge_users(self, source, self._user(uid), at, fires)
 
+    # -- saving and loading ----------------------------------------------------------------
+
+    def dump_user(self, uid: str) -> bytes | None:
+        """The saved form of a user's state, or None when the engine holds none for it."""
+        user = self.users.get(uid)
+        if user is None or user.is_empty():
+            return None
+        return snapshot.dump_user(self, user)
+
+    def load_user(self, uid: str, data: bytes) -> None:
+        """Restore a user saved by `dump_user` (its timers are scheduled again)."""
+        snapshot.load_user(self, uid, data)
+
+    def dump_meta(self) -> bytes:
+        """Engine-wide state: watermark, timer order and identity links."""
+        return snapshot.dump_meta(self)
+
+    def load_meta(self, data: bytes) -> None:
+        snapshot.load_meta(self, data)
+
+    def remember(self, message_id: str, ts: int) -> None:
+        """Mark a messageId as accepted (restoring dedup memory from a log)."""
+        self.seen[message_id] = ts
+        if self.dedup_window is not None:
+            self._seen_order.append((ts, message_id))
+
     # -- inspection ------------------------------------------------------------------------
+
+    def pending_events(self) -> list[Event]:
+        """Accepted events the watermark has not reached yet, in reference order."""
+        return [event for _, _, event in sorted(self._pending)]
 
     def pending_count(self) -> int:
         return len(self._pending)

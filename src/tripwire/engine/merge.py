@@ -6,7 +6,7 @@ from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
 from tripwire.engine.plan import ABSENCE, COUNT, INACTIVITY
-from tripwire.engine.state import CountList, Timer, UserState
+from tripwire.engine.state import UNKEYED, CountList, Timer, UserState
 
 if TYPE_CHECKING:
     from tripwire.engine.core import Engine
@@ -38,7 +38,7 @@ def merge_users(engine: Engine, source: UserState, target: UserState, at: int, f
             theirs = target.slots[plan.index]
             if theirs is None or mine.deadline > theirs.deadline:
                 target.slots[plan.index] = mine
-                _schedule(engine, target, plan.index, ("_",), mine)
+                _schedule(engine, target, plan.index, UNKEYED, mine)
             continue
         slots: dict[Any, Any] = target.slots[plan.index] or {}
         target.slots[plan.index] = slots

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+UNKEYED: Final = ("_",)
+"""The key of an unkeyed trigger's only window or count list."""
 
 
 class CountList:

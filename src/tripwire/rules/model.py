@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from tripwire.rules.where import Getter, Predicate
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_NOT_DECISIVE = frozenset({"description", "actions"})
 
 ACTIVITY_TYPES = frozenset({"track", "page", "screen"})
 EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
@@ -97,6 +103,15 @@ class Trigger:
     actions: tuple[str, ...] = ()
     line: int | None = None
     source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the trigger decides; saved state is kept only while it is unchanged.
+
+        Its description, actions and delivery settings do not count.
+        """
+        decisive = {k: v for k, v in self.source.items() if k not in _NOT_DECISIVE}
+        return hashlib.blake2b(_encode_sorted(decisive), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
