@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from contextlib import ExitStack
@@ -111,6 +112,9 @@ def replay(rules: str, events: str, until: str | None, out_path: str | None, qui
     Example: tripwire replay examples/shop/rules.yaml events.jsonl.gz --out fires.jsonl
     """
     loaded = _load(rules)
+    # The engine keeps many small long-lived objects and makes many short-lived ones;
+    # the default thresholds make the collector walk the long-lived ones far too often.
+    gc.set_threshold(100_000, 50, 100)
     try:
         until_ms = parse_until(until)
     except ValueError as exc:

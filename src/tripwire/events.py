@@ -82,6 +82,21 @@ def _event_time(obj: dict[str, Any]) -> int:
     raise EventError("timestamp", "missing; every event needs an ISO-8601 timestamp")
 
 
+def _bad_ids(obj: dict[str, Any]) -> None:
+    for field in _ID_FIELDS:
+        value = obj.get(field)
+        if value is not None and (value.__class__ is not str or not value):
+            raise EventError(field, f"expected a non-empty string, got {value!r}")
+
+
+def _check_identity(obj: dict[str, Any], type_: str, user_id: str | None, anonymous_id: str | None) -> None:
+    previous = obj.get("previousId")
+    if previous is not None and (previous.__class__ is not str or not previous):
+        raise EventError("previousId", f"expected a non-empty string, got {previous!r}")
+    if type_ == "alias" and (user_id is None or (previous is None and anonymous_id is None)):
+        raise EventError("previousId", "an alias needs a userId and a previousId to link to it")
+
+
 def parse_event(obj: Any) -> Event:
     """Validate a Segment-format event object; raise EventError naming the bad field.
 
@@ -103,26 +118,35 @@ def parse_event(obj: Any) -> Event:
             raise EventError("event", "a track event needs its event name as a non-empty string")
     elif name is not None and name.__class__ is not str:
         raise EventError("event", f"expected a string, got {name!r}")
-    for field in _ID_FIELDS:
-        value = obj.get(field)
-        if value is not None and (value.__class__ is not str or not value):
-            raise EventError(field, f"expected a non-empty string, got {value!r}")
-    user_id = obj.get("userId")
-    anonymous_id = obj.get("anonymousId")
+    get = obj.get
+    user_id = get("userId")
+    anonymous_id = get("anonymousId")
+    message_id: str | None = get("messageId")
+    if not (
+        (user_id is None or (user_id.__class__ is str and user_id))
+        and (anonymous_id is None or (anonymous_id.__class__ is str and anonymous_id))
+        and (message_id is None or (message_id.__class__ is str and message_id))
+    ):
+        _bad_ids(obj)
     if user_id is None and anonymous_id is None:
         raise EventError("userId", "missing; every event needs a userId or an anonymousId")
-    if type_ == "alias" and (user_id is None or (obj.get("previousId") is None and anonymous_id is None)):
-        raise EventError("previousId", "an alias needs a userId and a previousId to link to it")
+    if type_ == "alias" or type_ == "identify":  # noqa: PLR1714  # a set costs more on the hot path
+        _check_identity(obj, type_, user_id, anonymous_id)
     for field in _OBJECT_FIELDS:
-        value = obj.get(field)
+        value = get(field)
         if value is not None and value.__class__ is not dict:
             raise EventError(field, f"expected a JSON object, got {type(value).__name__}")
-    for field in ("name",):
-        value = obj.get(field)
-        if value is not None and value.__class__ is not str:
-            raise EventError(field, f"expected a string, got {value!r}")
-    ts = _event_time(obj)
-    message_id: str | None = obj.get("messageId")
+    page_name = get("name")
+    if page_name is not None and page_name.__class__ is not str:
+        raise EventError("name", f"expected a string, got {page_name!r}")
+    stamp = get("timestamp")
+    if stamp.__class__ is str and get("sentAt") is None:
+        try:
+            ts = parse_ms(stamp)
+        except ValueError:
+            ts = _time(obj, "timestamp")
+    else:
+        ts = _event_time(obj)
     auto_id = message_id is None
     if message_id is None:
         message_id = "auto-" + hashlib.blake2b(_encode_sorted(obj), digest_size=16).hexdigest()

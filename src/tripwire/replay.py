@@ -13,7 +13,7 @@ from typing import IO, Any, cast
 
 import msgspec
 
-from tripwire.engine import ACCEPTED, Engine, Fire
+from tripwire.engine import Engine, Fire
 from tripwire.errors import EventError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules
@@ -112,7 +112,7 @@ class Replayer:
         self.flush_batch()
         self._emit(self.engine.finish(until))
         counts = self.engine.counts
-        self.stats.accepted = counts[ACCEPTED]
+        self.stats.accepted = self.engine.accepted
         self.stats.late = counts["late"]
         self.stats.duplicate = counts["duplicate"]
         return self.stats

@@ -18,9 +18,9 @@ from typing import Any, Final, Literal
 from tripwire.engine import snapshot
 from tripwire.engine.fire import Fire, make_fire_id
 from tripwire.engine.merge import merge_users
-from tripwire.engine.plan import ABSENCE, COUNT, INACTIVITY, Plan, TriggerPlan
+from tripwire.engine.plan import ABSENCE, ALWAYS, CHECK, COUNT, INACTIVITY, GuardStep, Plan, TriggerPlan
 from tripwire.engine.state import UNKEYED, CountList, Timer, UserState
-from tripwire.events import ACTIVITY, Event
+from tripwire.events import Event
 from tripwire.rules.model import ActivityGuard, Guard, Rules, TraitGuard
 from tripwire.rules.where import MISSING, canonical
 from tripwire.timestamps import format_ms
@@ -52,7 +52,8 @@ class Engine:
         self.users: dict[str, UserState] = {}
         self.links: dict[str, str] = {}
         self.seen: dict[str, int] = {}
-        self.counts = {ACCEPTED: 0, LATE: 0, DUPLICATE: 0}
+        self.counts = {LATE: 0, DUPLICATE: 0}
+        self.accepted = 0
         self.dirty: set[str] = set()
         self._pending: list[tuple[int, int, Event]] = []
         self._timers: list[tuple[int, int, str, int, Any]] = []
@@ -60,13 +61,15 @@ class Engine:
         self._seq = 0
         self._n_triggers = len(rules.triggers)
         self._seen_order: list[tuple[int, str]] = []
+        self._steps = self.plan._steps
 
     # -- acceptance ------------------------------------------------------------------
 
     def offer(self, event: Event) -> Decision:
         """Decide an arriving event: duplicate, late, or accepted (and queued)."""
         mid = event.message_id
-        if mid in self.seen:
+        seen = self.seen
+        if mid in seen:
             self.counts[DUPLICATE] += 1
             return DUPLICATE
         ts = event.ts
@@ -74,15 +77,15 @@ class Engine:
             self.counts[LATE] += 1
             return LATE
         if not event.auto_id:
-            self.seen[mid] = ts
+            seen[mid] = ts
             if self.dedup_window is not None:
                 self._seen_order.append((ts, mid))
-        self._arrival += 1
-        heappush(self._pending, (ts, self._arrival, event))
+        self._arrival = arrival = self._arrival + 1
+        heappush(self._pending, (ts, arrival, event))
         if ts > self.max_ts:
             self.max_ts = ts
             self.watermark = max(self.watermark, ts - self.lateness)
-        self.counts[ACCEPTED] += 1
+        self.accepted += 1
         return ACCEPTED
 
     def ingest(self, events: Iterable[Event]) -> list[Decision]:
@@ -98,7 +101,7 @@ class Engine:
         if event.ts > self.max_ts:
             self.max_ts = event.ts
             self.watermark = max(self.watermark, event.ts - self.lateness)
-        self.counts[ACCEPTED] += 1
+        self.accepted += 1
 
     # -- time --------------------------------------------------------------------------
 
@@ -165,38 +168,38 @@ class Engine:
         return user
 
     def _apply(self, event: Event, fires: list[Fire]) -> None:
-        raw = event.raw
         type_ = event.type
         uid = event.user_id or event.anonymous_id
         assert uid is not None
         if self.links:
             uid = self.resolve(uid)
-        if type_ in {"identify", "alias"}:
+        if type_ == "identify" or type_ == "alias":  # noqa: PLR1714  # faster than a set here
             self._identity(event, uid, fires)
-        user = self._user(uid)
-        self.dirty.add(uid)
         name = event.name
+        found = self._steps.get((type_, name))
+        guard_steps, steps = found if found is not None else self.plan.steps(type_, name)
+        if not steps and not guard_steps:
+            return
+        user = self.users.get(uid)
+        if user is None:
+            user = self.users[uid] = UserState(uid, self._n_triggers)
+        self.dirty.add(uid)
+        raw = event.raw
         ts = event.ts
-        activity = type_ in ACTIVITY
-        if activity and self.plan.guard_slots:
-            self._remember(user, name, type_, raw, ts)
-        for plan in self.plan.triggers_for(name):
-            trigger = plan.trigger
+        if guard_steps:
+            self._remember(user, guard_steps, type_, name, raw, ts)
+        for plan, first, second in steps:
             shape = plan.shape
+            trigger = plan.trigger
             if shape == COUNT:
-                when = trigger.when
-                assert when is not None
-                if when.matches(type_, name, raw):
+                if first == ALWAYS or trigger.when.matches(type_, name, raw):  # type: ignore[union-attr]  # set for counts
                     self._count(plan, user, event, fires)
             elif shape == ABSENCE:
-                unless = trigger.unless
-                when = trigger.when
-                assert unless is not None and when is not None
-                if unless.matches(type_, name, raw):
+                if second == ALWAYS or (second == CHECK and trigger.unless.matches(type_, name, raw)):  # type: ignore[union-attr]  # set for absences
                     self._close(plan, user, raw)
-                if when.matches(type_, name, raw):
+                if first == ALWAYS or (first == CHECK and trigger.when.matches(type_, name, raw)):  # type: ignore[union-attr]  # set for absences
                     self._open(plan, user, event)
-            elif activity and (trigger.of is None or trigger.of.matches(type_, name, raw)):
+            elif first == ALWAYS or trigger.of.matches(type_, name, raw):  # type: ignore[union-attr]  # CHECK implies of
                 self._set_deadline(plan, user, ts + trigger.inactive, [event.message_id])
 
     def _identity(self, event: Event, uid: str, fires: list[Fire]) -> None:
@@ -214,21 +217,23 @@ class Engine:
                 else:
                     user.traits.update(traits)
 
-    def _remember(self, user: UserState, name: str | None, type_: str, raw: dict[str, Any], ts: int) -> None:
+    def _remember(
+        self, user: UserState, guard_steps: tuple[GuardStep, ...], type_: str, name: str | None, raw: Any, ts: int
+    ) -> None:
         slots = self.plan.guard_slots
-        for g in self.plan.guards_for(name):
-            slot = slots[g]
-            if slot.pattern.matches(type_, name, raw):
-                history = user.history
-                if history is None:
-                    history = user.history = {}
-                times = history.get(g)
-                if times is None:
-                    history[g] = [ts]
-                else:
-                    times.append(ts)
-                    if len(times) > slot.keep:
-                        del times[0]
+        for g, mode, keep in guard_steps:
+            if mode == CHECK and not slots[g].pattern.matches(type_, name, raw):
+                continue
+            history = user.history
+            if history is None:
+                history = user.history = {}
+            times = history.get(g)
+            if times is None:
+                history[g] = [ts]
+            else:
+                times.append(ts)
+                if len(times) > keep:
+                    del times[0]
 
     # -- the three shapes --------------------------------------------------------------
 
