@@ -3,7 +3,9 @@
     TripwireError
     ├── RulesError        a rules file is invalid; carries every problem found
     ├── EventError        one event is malformed; names the field and what to fix
-    └── DurationError     a duration string is malformed (a ValueError too)
+    ├── DurationError     a duration string is malformed (a ValueError too)
+    ├── OverloadedError   the ingest queue is full; retry after `retry_after` seconds
+    └── StoreUnavailableError  the store cannot take writes now (not started, stopping, failed)
 
 Messages say what is wrong, where, and what is allowed instead.
 """
@@ -54,3 +56,15 @@ class EventError(TripwireError):
 
 class DurationError(TripwireError, ValueError):
     """A duration is not a whole number followed by a unit."""
+
+
+class OverloadedError(TripwireError):
+    """More events are waiting to be written than the server accepts; retry later."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"overloaded: retry after {retry_after:g}s")
+
+
+class StoreUnavailableError(TripwireError):
+    """The store is not taking writes (starting, stopping, or recovering from a failure)."""

@@ -51,6 +51,7 @@ class Engine:
         self.max_ts = NEVER
         self.users: dict[str, UserState] = {}
         self.links: dict[str, str] = {}
+        self.dirty_links: dict[str, str] = {}
         self.seen: dict[str, int] = {}
         self.counts = {LATE: 0, DUPLICATE: 0}
         self.accepted = 0
@@ -381,6 +382,7 @@ class Engine:
         if self.resolve(uid) == other or self.resolve(other) == uid:
             return
         self.links[other] = uid
+        self.dirty_links[other] = uid
         source = self.users.pop(other, None)
         if source is None:
             return
@@ -402,7 +404,7 @@ class Engine:
         snapshot.load_user(self, uid, data)
 
     def dump_meta(self) -> bytes:
-        """Engine-wide state: watermark, timer order and identity links."""
+        """Engine-wide state: watermark and timer order (identity links are saved apart)."""
         return snapshot.dump_meta(self)
 
     def load_meta(self, data: bytes) -> None:

@@ -44,7 +44,6 @@ class _Meta(msgspec.Struct):
     watermark: int
     max_ts: int
     seq: int
-    links: dict[str, str]
 
 
 _user_encoder = msgspec.msgpack.Encoder()
@@ -110,8 +109,8 @@ def load_user(engine: Engine, uid: str, data: bytes) -> UserState:
 
 
 def dump_meta(engine: Engine) -> bytes:
-    """The engine-wide state: watermark, the timer sequence and identity links."""
-    return _user_encoder.encode(_Meta(engine.watermark, engine.max_ts, engine._seq, engine.links))
+    """The engine-wide state: watermark and the timer sequence."""
+    return _user_encoder.encode(_Meta(engine.watermark, engine.max_ts, engine._seq))
 
 
 def load_meta(engine: Engine, data: bytes) -> None:
@@ -119,4 +118,13 @@ def load_meta(engine: Engine, data: bytes) -> None:
     engine.watermark = meta.watermark
     engine.max_ts = meta.max_ts
     engine._seq = meta.seq
-    engine.links = dict(meta.links)
+
+
+def describe_user(data: bytes) -> dict[str, Any]:
+    """A saved user state as plain data, for people and the admin API."""
+    saved = _user_decoder.decode(data)
+    return {
+        "traits": saved.traits or {},
+        "triggers": {slot.trigger: [msgspec.structs.asdict(item) for item in slot.items] for slot in saved.slots},
+        "last_fire": saved.last_fire,
+    }

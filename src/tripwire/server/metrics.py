@@ -1,0 +1,94 @@
+"""Prometheus metrics of one server, in a registry it owns (never the process-global one).
+
+The HTTP layer counts what it receives and decides; the service reports fires through
+`Metrics.fire`; the gauges are read from `Service.status()` when `/metrics` is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from tripwire.engine import Fire
+
+DECISIONS: Final = ("accepted", "late", "duplicate", "bad")
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# From a cached SQLite commit (about a millisecond) to a queue backed up for seconds.
+_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The server's counters, histogram and gauges; safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.events_received = Counter(
+            "tripwire_events_received", "Events received over HTTP, bad ones included.", registry=reg
+        )
+        self.events = Counter(
+            "tripwire_events", "Events by decision: accepted, late, duplicate or bad.", ["decision"], registry=reg
+        )
+        for decision in DECISIONS:
+            self.events.labels(decision)
+        self.ingest_latency = Histogram(
+            "tripwire_ingest_latency_seconds",
+            "Time from an ingest request's arrival to its durable answer.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.engine_lag = Gauge(
+            "tripwire_engine_lag_seconds", "How far the engine's watermark trails the service clock.", registry=reg
+        )
+        self.timer_backlog = Gauge("tripwire_timer_backlog", "Timers due but not yet fired.", registry=reg)
+        self.queue_depth = Gauge("tripwire_ingest_queue_depth", "Events waiting to be written.", registry=reg)
+        self.fires = Counter("tripwire_fires", "Fires emitted, by trigger.", ["trigger"], registry=reg)
+        self.suppressed = Counter(
+            "tripwire_suppressed", "Fires suppressed by a cooldown or a guard, by trigger.", ["trigger"], registry=reg
+        )
+
+    def received(self, count: int) -> None:
+        self.events_received.inc(count)
+
+    def decided(self, decisions: Iterable[str]) -> None:
+        """Count the service's decisions for one request (`accepted`, `late`, `duplicate`)."""
+        tally: dict[str, int] = {}
+        for decision in decisions:
+            tally[decision] = tally.get(decision, 0) + 1
+        for decision, count in tally.items():
+            self.events.labels(decision).inc(count)
+
+    def bad(self, count: int) -> None:
+        if count:
+            self.events.labels("bad").inc(count)
+
+    def latency(self, seconds: float) -> None:
+        self.ingest_latency.observe(seconds)
+
+    def fire(self, fire: Fire) -> None:
+        """Count one fire of the engine, suppressed or not."""
+        counter = self.fires if fire.suppressed is None else self.suppressed
+        counter.labels(fire.trigger).inc()
+
+    def triggers(self, trigger_ids: Iterable[str]) -> None:
+        """Make every trigger's series exist (at zero) so dashboards see it before it fires."""
+        for trigger_id in trigger_ids:
+            self.fires.labels(trigger_id)
+            self.suppressed.labels(trigger_id)
+
+    def status(self, status: Mapping[str, Any]) -> None:
+        """Set the gauges from `Service.status()`; keys it lacks leave their gauge as it was."""
+        lag = status.get("engine_lag_ms")
+        if isinstance(lag, int | float):
+            self.engine_lag.set(lag / 1000)
+        for key, gauge in (("timer_backlog", self.timer_backlog), ("queue_depth", self.queue_depth)):
+            value = status.get(key)
+            if isinstance(value, int | float):
+                gauge.set(value)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)

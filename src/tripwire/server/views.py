@@ -1,0 +1,112 @@
+"""Store rows turned into the JSON the admin API and `tripwire fires` show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tripwire.engine.snapshot import describe_user
+from tripwire.rules import Rules
+from tripwire.store import FireRow, LogRow, Store
+from tripwire.timestamps import format_ms
+
+_decode = msgspec.json.decode
+
+
+def fire(row: FireRow) -> dict[str, Any]:
+    """SPEC §4 fields, plus why a suppressed fire was suppressed and when it was emitted."""
+    return {
+        "trigger": row.trigger,
+        "user_id": row.user_id,
+        "key": row.key,
+        "fire_time": format_ms(row.fire_time),
+        "fire_id": row.fire_id,
+        "events": list(row.events),
+        "suppressed": row.suppressed,
+        "detail": row.detail,
+        "emitted_at": format_ms(row.emitted_at),
+    }
+
+
+def event(row: LogRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "message_id": row.message_id,
+        "decision": row.decision,
+        "received_at": format_ms(row.received_at),
+        "event": _decode(row.body),
+    }
+
+
+def triggers(rules: Rules, counts: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    out = []
+    for trigger in rules.triggers:
+        fired, suppressed = counts.get(trigger.id, (0, 0))
+        out.append(
+            {
+                "id": trigger.id,
+                "shape": trigger.shape,
+                "description": trigger.description,
+                "actions": list(trigger.actions),
+                "fires": fired,
+                "suppressed": suppressed,
+            }
+        )
+    return out
+
+
+def _explain(row: FireRow) -> str:
+    events = ", ".join(row.events)
+    if row.suppressed is None:
+        return f"fired at {format_ms(row.fire_time)} because of {events}"
+    return f"suppressed at {format_ms(row.fire_time)} ({row.detail or row.suppressed}); events {events}"
+
+
+def user(store: Store, rules: Rules, uid: str) -> dict[str, Any] | None:
+    """Everything known of a user: traits, open windows and counts, recent events, fires."""
+    data = store.user_state(uid)
+    linked = store.links_to(uid)
+    recent = store.events(users=[uid, *linked], limit=50)
+    fires = store.fires(user=uid, limit=100)
+    if data is None and not recent and not fires:
+        return None
+    state = describe_user(data) if data is not None else {"traits": {}, "triggers": {}, "last_fire": {}}
+    shapes = {t.id: t for t in rules.triggers}
+    windows, counting = [], []
+    for trigger_id, items in state["triggers"].items():
+        trigger = shapes.get(trigger_id)
+        for item in items:
+            if item.get("deadline") is not None:
+                kind = "inactivity" if trigger is not None and trigger.shape == "inactivity" else "absence"
+                windows.append(
+                    {
+                        "trigger": trigger_id,
+                        "kind": kind,
+                        "key": item["key"],
+                        "deadline": format_ms(item["deadline"]),
+                        "events": item.get("ids") or [],
+                    }
+                )
+            else:
+                counting.append(
+                    {
+                        "trigger": trigger_id,
+                        "key": item["key"],
+                        "count": len(item.get("times") or []),
+                        "needs": trigger.count if trigger is not None else None,
+                        "events": item.get("ids") or [],
+                    }
+                )
+    fired = [f for f in fires if f.suppressed is None]
+    return {
+        "user_id": uid,
+        "linked_ids": linked,
+        "traits": state["traits"],
+        "open_windows": windows,
+        "counting": counting,
+        "last_fire": {k: format_ms(v) for k, v in state["last_fire"].items()},
+        "counts": {"recent_events": len(recent), "fires": len(fired), "suppressed": len(fires) - len(fired)},
+        "recent_events": [event(row) for row in recent],
+        "fires": [{**fire(f), "explanation": _explain(f)} for f in fires],
+    }

@@ -1,0 +1,266 @@
+"""The embedded store on SQLite: one file, WAL, one writer, durable commits."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tripwire.store.base import FireRow, LogRow
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "event log, user state, meta, links and fires",
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            ts INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            decision TEXT NOT NULL,
+            body BLOB NOT NULL
+        );
+        CREATE INDEX events_user ON events (user_id, seq);
+        CREATE INDEX events_anonymous ON events (anonymous_id, seq);
+        CREATE INDEX events_accepted_ts ON events (ts) WHERE decision = 'accepted';
+        CREATE TABLE users (uid TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE links (id TEXT PRIMARY KEY, target TEXT NOT NULL) WITHOUT ROWID;
+        CREATE INDEX links_target ON links (target);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE fires (
+            n INTEGER PRIMARY KEY,
+            fire_id TEXT NOT NULL UNIQUE,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            fire_time INTEGER NOT NULL,
+            events TEXT NOT NULL,
+            suppressed TEXT,
+            detail TEXT,
+            emitted_at INTEGER NOT NULL
+        );
+        CREATE INDEX fires_time ON fires (fire_time, n);
+        CREATE INDEX fires_user ON fires (user_id, fire_time);
+        CREATE INDEX fires_trigger ON fires (trigger, fire_time);
+        """,
+    ),
+]
+
+_LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body"
+_FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at"
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: each commit is on disk before the server acknowledges (group commit keeps it cheap).
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _log_row(row: tuple[Any, ...]) -> LogRow:
+    return LogRow(*row)
+
+
+def _fire_row(row: tuple[Any, ...]) -> FireRow:
+    fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at = row
+    return FireRow(
+        fire_id, trigger, user_id, _decode(key), fire_time, tuple(_decode(events)), suppressed, detail, emitted_at
+    )
+
+
+class SqliteBatch:
+    """The writes of one SQLite transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def append_events(self, rows: list[LogRow]) -> None:
+        self.conn.executemany(
+            "INSERT INTO events (message_id, user_id, anonymous_id, ts, received_at, decision, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body) for r in rows],
+        )
+
+    def save_users(self, states: dict[str, bytes | None]) -> None:
+        self.conn.executemany(
+            "INSERT INTO users (uid, state) VALUES (?, ?) ON CONFLICT (uid) DO UPDATE SET state = excluded.state",
+            [(uid, state) for uid, state in states.items() if state is not None],
+        )
+        self.conn.executemany(
+            "DELETE FROM users WHERE uid = ?", [(uid,) for uid, state in states.items() if state is None]
+        )
+
+    def save_links(self, links: dict[str, str]) -> None:
+        self.conn.executemany(
+            "INSERT INTO links (id, target) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET target = excluded.target",
+            list(links.items()),
+        )
+
+    def save_meta(self, meta: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES ('engine', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (meta,),
+        )
+
+    def add_fires(self, fires: list[FireRow]) -> None:
+        self.conn.executemany(
+            f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fire_id) DO NOTHING",
+            [
+                (
+                    f.fire_id,
+                    f.trigger,
+                    f.user_id,
+                    _encode(f.key).decode(),
+                    f.fire_time,
+                    _encode(list(f.events)).decode(),
+                    f.suppressed,
+                    f.detail,
+                    f.emitted_at,
+                )
+                for f in fires
+            ],
+        )
+
+
+class SqliteStore:
+    """All of a server's durable state in one SQLite file (`DATA/tripwire.db`)."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "tripwire.db"
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.close()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(self.path)
+        conn = self._writer
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+        )
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in MIGRATIONS:
+            if version in applied:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def migrations(self) -> list[tuple[int, str]]:
+        return [(v, n) for v, n in self._read().execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+
+    @contextmanager
+    def write(self) -> Iterator[SqliteBatch]:
+        conn = self._writer
+        assert conn is not None, "open() the store first"
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteBatch(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+        return conn
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def load_meta(self) -> bytes | None:
+        row = self._read().execute("SELECT value FROM meta WHERE name = 'engine'").fetchone()
+        return bytes(row[0]) if row else None
+
+    def load_links(self) -> dict[str, str]:
+        return dict(self._read().execute("SELECT id, target FROM links"))
+
+    def iter_users(self) -> Iterator[tuple[str, bytes]]:
+        yield from self._read().execute("SELECT uid, state FROM users")
+
+    def accepted_ids_since(self, ts: int) -> Iterator[tuple[str, int]]:
+        yield from self._read().execute(
+            "SELECT message_id, ts FROM events WHERE decision = 'accepted' AND ts >= ? ORDER BY seq", (ts,)
+        )
+
+    def accepted_after(self, ts: int) -> Iterator[LogRow]:
+        query = f"SELECT {_LOG_COLUMNS} FROM events WHERE decision = 'accepted' AND ts > ? ORDER BY seq"
+        for row in self._read().execute(query, (ts,)):
+            yield _log_row(row)
+
+    def iter_log(self) -> Iterator[LogRow]:
+        for row in self._read().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq"):
+            yield _log_row(row)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def user_state(self, uid: str) -> bytes | None:
+        row = self._read().execute("SELECT state FROM users WHERE uid = ?", (uid,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def fires(
+        self, *, trigger: str | None = None, user: str | None = None, since: int | None = None, limit: int = 100
+    ) -> list[FireRow]:
+        where, params = [], []
+        for clause, value in (("trigger = ?", trigger), ("user_id = ?", user), ("fire_time >= ?", since)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT {_FIRE_COLUMNS} FROM fires"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY fire_time DESC, n DESC LIMIT ?"
+        return [_fire_row(row) for row in self._read().execute(sql, (*params, limit))]
+
+    def fire_counts(self) -> dict[str, tuple[int, int]]:
+        rows = self._read().execute(
+            "SELECT trigger, SUM(suppressed IS NULL), SUM(suppressed IS NOT NULL) FROM fires GROUP BY trigger"
+        )
+        return {trigger: (fired, suppressed) for trigger, fired, suppressed in rows}
+
+    def events(self, *, users: list[str] | None = None, limit: int = 100) -> list[LogRow]:
+        if users is None:
+            rows = self._read().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            marks = ", ".join("?" * len(users))
+            rows = self._read().execute(
+                f"SELECT {_LOG_COLUMNS} FROM events WHERE user_id IN ({marks}) OR anonymous_id IN ({marks})"
+                " ORDER BY seq DESC LIMIT ?",
+                (*users, *users, limit),
+            )
+        return [_log_row(row) for row in rows]
+
+    def links_to(self, uid: str) -> list[str]:
+        return [row[0] for row in self._read().execute("SELECT id FROM links WHERE target = ?", (uid,))]
