@@ -58,6 +58,7 @@ def run_through(engine: Engine, events: list[dict[str, Any]]) -> list[Fire]:
 def restored(engine: Engine) -> Engine:
     fresh = Engine(RULES)
     fresh.load_meta(engine.dump_meta())
+    fresh.links = dict(engine.links)
     for uid in engine.users:
         data = engine.dump_user(uid)
         if data is not None:
