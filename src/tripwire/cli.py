@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
@@ -20,7 +21,7 @@ from tripwire import __version__
 from tripwire.durations import format_duration
 from tripwire.engine import Fire
 from tripwire.errors import RulesError
-from tripwire.replay import Replayer, ReplayStats, open_events, parse_until
+from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
 from tripwire.rules import Rules, Trigger, load_rules
 
 PROGRESS_MIN_BYTES = 1_000_000
@@ -107,6 +108,8 @@ def replay(rules: str, events: str, until: str | None, out_path: str | None, qui
     """Run EVENTS through RULES and write every fire as one JSON object a line.
 
     EVENTS is JSONL in arrival order: a .jsonl or .jsonl.gz file, or - for stdin.
+    It may also be a server's data folder: its log is replayed with the acceptance
+    the server recorded, up to the server's watermark, giving the fires it gave.
     Suppressed fires are written too, with their reason. A summary goes to stderr.
 
     Example: tripwire replay examples/shop/rules.yaml events.jsonl.gz --out fires.jsonl
@@ -119,29 +122,19 @@ def replay(rules: str, events: str, until: str | None, out_path: str | None, qui
         until_ms = parse_until(until)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from None
+    if events != "-" and Path(events).is_dir():
+        _replay_store(loaded, Path(events), until_ms, out_path, quiet)
+        return
     if events != "-" and not Path(events).is_file():
         raise click.BadParameter(f"{events}: no such file", param_hint="EVENTS")
     console = _err()
     with ExitStack() as stack:
         out: IO[bytes] = stack.enter_context(Path(out_path).open("wb")) if out_path else sys.stdout.buffer
-        write = out.write
-
-        def emit(fire: Fire) -> None:
-            write(_encode_line(fire.to_dict()) + b"\n")
-
-        replayer = Replayer(loaded, emit)
+        replayer = Replayer(loaded, _writer(out))
         lines, raw = stack.enter_context(open_events(events))
         size = os.fstat(raw.fileno()).st_size if events != "-" else 0
         show = not quiet and console.is_terminal and (events == "-" or size >= PROGRESS_MIN_BYTES)
-        with Progress(
-            TextColumn("replaying"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not show,
-        ) as progress:
+        with _progress(console, show) as progress:
             task = progress.add_task("replay", total=size or None)
             for number, line in enumerate(lines, start=1):
                 replayer.add_line(line, number)
@@ -151,6 +144,42 @@ def replay(rules: str, events: str, until: str | None, out_path: str | None, qui
         out.flush()
     if not quiet:
         _summary(console, stats, loaded)
+
+
+def _writer(out: IO[bytes]) -> Callable[[Fire], None]:
+    write = out.write
+
+    def emit(fire: Fire) -> None:
+        write(_encode_line(fire.to_dict()) + b"\n")
+
+    return emit
+
+
+def _progress(console: Console, show: bool) -> Progress:
+    return Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    )
+
+
+def _replay_store(rules: Rules, data_dir: Path, until_ms: int | None, out_path: str | None, quiet: bool) -> None:
+    from tripwire.store import SqliteStore
+
+    if not (data_dir / "tripwire.db").exists():
+        raise click.BadParameter(f"{data_dir} is a folder but holds no tripwire store", param_hint="EVENTS")
+    store = SqliteStore(data_dir)
+    with ExitStack() as stack:
+        out: IO[bytes] = stack.enter_context(Path(out_path).open("wb")) if out_path else sys.stdout.buffer
+        replayer = Replayer(rules, _writer(out))
+        stats = replay_store(replayer, store, until_ms)
+        out.flush()
+    if not quiet:
+        _summary(_err(), stats, rules)
 
 
 def _summary(console: Console, stats: ReplayStats, rules: Rules) -> None:
@@ -170,3 +199,65 @@ def _summary(console: Console, stats: ReplayStats, rules: Rules) -> None:
     for trigger in rules.triggers:
         fires.add_row(trigger.id, f"{stats.fires[trigger.id]:,}", f"{stats.suppressed[trigger.id]:,}")
     console.print(fires)
+
+
+@main.command()
+@click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False), help="The rules file.")
+@click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="Where the store lives.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8700, show_default=True, type=int)
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+def serve(rules_path: str, data_dir: str, host: str, port: int, log_level: str) -> None:
+    """Take events over the Segment HTTP API and fire triggers in real time.
+
+    Write keys come from TRIPWIRE_WRITE_KEYS (comma-separated) and the admin token from
+    TRIPWIRE_ADMIN_TOKEN; when unset, they are made, saved in the data folder and shown.
+    Stops cleanly on SIGTERM or Ctrl-C: no acknowledged event is lost.
+
+    Example: tripwire serve --rules examples/shop/rules.yaml
+    """
+    from tripwire.server.run import run
+
+    _load(rules_path)
+    run(Path(rules_path), Path(data_dir), host, port, log_level)
+
+
+@main.command()
+@click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="The server's data folder.")
+@click.option("--trigger", help="Only this trigger's fires.")
+@click.option("--user", help="Only this user's fires.")
+@click.option("--since", metavar="ISO", help="Only fires at or after this time.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of a table.")
+def fires(data_dir: str, trigger: str | None, user: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """List the fires a server recorded, newest first, with why suppressed ones were.
+
+    Example: tripwire fires --data tripwire-data --trigger cart_abandonment --limit 20
+    """
+    from tripwire.server import views
+    from tripwire.store import SqliteStore
+
+    if not (Path(data_dir) / "tripwire.db").exists():
+        raise click.BadParameter(f"{data_dir} holds no tripwire store", param_hint="--data")
+    try:
+        since_ms = parse_until(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("--until", "--since"), param_hint="--since") from None
+    store = SqliteStore(data_dir)
+    rows = [views.fire(row) for row in store.fires(trigger=trigger, user=user, since=since_ms, limit=limit)]
+    if as_json:
+        for row in rows:
+            sys.stdout.buffer.write(_encode_line(row) + b"\n")
+        return
+    table = Table()
+    for column in ("fire_time", "trigger", "user_id", "key", "events", "suppressed"):
+        table.add_column(column)
+    for row in rows:
+        reason = row["detail"] or row["suppressed"] or ""
+        cells = (row["fire_time"], row["trigger"], row["user_id"], _text(row["key"]), ", ".join(row["events"]), reason)
+        table.add_row(*(escape(cell) for cell in cells))
+    Console(highlight=False).print(table)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)

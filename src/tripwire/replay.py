@@ -13,10 +13,12 @@ from typing import IO, Any, cast
 
 import msgspec
 
-from tripwire.engine import Engine, Fire
+from tripwire.engine import ACCEPTED, Engine, Fire
+from tripwire.engine.snapshot import saved_watermark
 from tripwire.errors import EventError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules
+from tripwire.store import Store
 from tripwire.timestamps import parse_ms
 
 BATCH = 2_000
@@ -70,6 +72,7 @@ class Replayer:
         self.stats = ReplayStats()
         self.keep_bad = keep_bad
         self._batch: list[Event] = []
+        self._logged = 0
 
     def bad(self, line: int, fld: str, message: str) -> None:
         self.stats.read += 1
@@ -100,6 +103,23 @@ class Replayer:
             return
         self.add(obj, line)
 
+    def add_logged(self, obj: Any, decision: str, line: int) -> None:
+        """Add an event from a server's log with the acceptance the server decided."""
+        self.stats.read += 1
+        if decision != ACCEPTED:
+            self.engine.counts[decision] += 1
+            return
+        self.engine.force_accept(parse_event(obj))
+        self._logged += 1
+        if self._logged % BATCH == 0:
+            self._emit(self.engine.advance())
+
+    def finish_at(self, watermark: int) -> ReplayStats:
+        """End where a server stopped: apply only what its watermark allowed."""
+        self.flush_batch()
+        self._emit(self.engine.advance(watermark))
+        return self._final_stats()
+
     def flush_batch(self) -> None:
         engine = self.engine
         offer = engine.offer
@@ -111,6 +131,9 @@ class Replayer:
     def finish(self, until: int | None = None) -> ReplayStats:
         self.flush_batch()
         self._emit(self.engine.finish(until))
+        return self._final_stats()
+
+    def _final_stats(self) -> ReplayStats:
         counts = self.engine.counts
         self.stats.accepted = self.engine.accepted
         self.stats.late = counts["late"]
@@ -154,3 +177,17 @@ def open_events(path: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
                 yield cast(IO[bytes], lines), raw
         else:
             yield raw, raw
+
+
+def replay_store(replayer: Replayer, store: Store, until: int | None) -> ReplayStats:
+    """Replay a server's log with the decisions it recorded.
+
+    Without `until`, it ends at the server's last committed watermark, and so gives
+    exactly the fires the server gave; with `until`, it ends as a file replay does.
+    """
+    meta = store.load_meta()
+    for row in store.iter_log():
+        replayer.add_logged(_decode(row.body), row.decision, row.seq)
+    if until is None and meta is not None:
+        return replayer.finish_at(saved_watermark(meta))
+    return replayer.finish(until)

@@ -113,6 +113,11 @@ def dump_meta(engine: Engine) -> bytes:
     return _user_encoder.encode(_Meta(engine.watermark, engine.max_ts, engine._seq))
 
 
+def saved_watermark(data: bytes) -> int:
+    """The watermark in saved engine meta."""
+    return _meta_decoder.decode(data).watermark
+
+
 def load_meta(engine: Engine, data: bytes) -> None:
     meta = _meta_decoder.decode(data)
     engine.watermark = meta.watermark

@@ -1,0 +1,125 @@
+"""`tripwire serve`: credentials, logging, the service and the HTTP server, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from tripwire.server.app import create_app
+from tripwire.server.auth import Secret
+from tripwire.server.service import Service
+
+CREDENTIALS_FILE = "credentials.json"
+
+
+@dataclass
+class Credentials:
+    write_keys: list[Secret]
+    admin_token: Secret
+    # what to tell the operator once, at start: (label, value or None, where it comes from)
+    notes: list[tuple[str, str | None, str]]
+
+
+def load_credentials(data_dir: Path, environ: dict[str, str] | None = None) -> Credentials:
+    """Write keys and admin token: from TRIPWIRE_WRITE_KEYS / TRIPWIRE_ADMIN_TOKEN, else
+    from the data folder, else made now and saved there (readable by the owner only)."""
+    env = os.environ if environ is None else environ
+    path = data_dir / CREDENTIALS_FILE
+    saved: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    notes: list[tuple[str, str | None, str]] = []
+    changed = False
+
+    keys_text = env.get("TRIPWIRE_WRITE_KEYS", "").strip()
+    if keys_text:
+        keys = [k.strip() for k in keys_text.split(",") if k.strip()]
+        notes.append(("write keys", None, "from TRIPWIRE_WRITE_KEYS"))
+    elif isinstance(saved_keys := saved.get("write_keys"), list) and saved_keys:
+        keys = [str(k) for k in saved_keys]
+        notes.append(("write keys", None, f"saved in {path}"))
+    else:
+        keys = [secrets.token_urlsafe(24)]
+        saved["write_keys"] = keys
+        changed = True
+        notes.append(("write key", keys[0], f"new, saved in {path}"))
+
+    token = env.get("TRIPWIRE_ADMIN_TOKEN", "").strip()
+    if token:
+        notes.append(("admin token", None, "from TRIPWIRE_ADMIN_TOKEN"))
+    elif isinstance(saved.get("admin_token"), str) and saved["admin_token"]:
+        token = str(saved["admin_token"])
+        notes.append(("admin token", None, f"saved in {path}"))
+    else:
+        token = secrets.token_urlsafe(32)
+        saved["admin_token"] = token
+        changed = True
+        notes.append(("admin token", token, f"new, saved in {path}"))
+
+    if changed:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(saved, handle, indent=2)
+        tmp.replace(path)
+    return Credentials([Secret(k) for k in keys], Secret(token), notes)
+
+
+def configure_logging(level: str = "info") -> None:
+    """One JSON object a line on stderr, for tripwire and for uvicorn's own messages."""
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('{"level": "%(levelname)s", "logger": "%(name)s", "event": "%(message)s"}'))
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(numeric)
+        logger.propagate = False
+
+
+async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level: str = "info") -> None:
+    """Run until SIGINT or SIGTERM; then stop taking traffic, drain, commit and exit."""
+    credentials = load_credentials(data_dir)
+    service = Service(rules, data_dir)
+    await service.start()
+    app = create_app(service, write_keys=credentials.write_keys, admin_token=credentials.admin_token)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+    )
+    server = uvicorn.Server(config)
+    print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
+    print(f"tripwire: Segment endpoint http://{host}:{port}/v1/batch, admin API http://{host}:{port}/api", flush=True)
+    for label, value, source in credentials.notes:
+        shown = f"{value} ({source})" if value is not None else f"({source})"
+        print(f"tripwire: {label}: {shown}", flush=True)
+    try:
+        await server.serve()
+    finally:
+        await service.stop()
+
+
+def run(rules: Path, data_dir: Path, host: str, port: int, log_level: str) -> None:
+    configure_logging(log_level)
+    gc.set_threshold(100_000, 50, 100)
+    asyncio.run(serve(rules, data_dir, host, port, log_level=log_level))

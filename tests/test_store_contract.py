@@ -1,0 +1,119 @@
+"""The store contract: every adapter must pass these (SQLite now; others join the params)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tripwire.store import FireRow, LogRow, SqliteStore, Store
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    adapter = SqliteStore(tmp_path / "data")
+    adapter.open()
+    yield adapter
+    adapter.close()
+
+
+def row(mid: str, ts: int, decision: str = "accepted", user: str | None = "u1", anon: str | None = None) -> LogRow:
+    return LogRow(0, mid, user, anon, ts, ts + 5, decision, b'{"m":"%s"}' % mid.encode())
+
+
+def fire(fid: str, at: int, trigger: str = "t", user: str = "u1", suppressed: str | None = None) -> FireRow:
+    return FireRow(fid, trigger, user, {"k": 1} if fid == "f1" else None, at, ("m1", "m2"), suppressed, None, at + 1)
+
+
+def test_the_log_keeps_arrival_order_and_each_decision(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([row("a", 30), row("b", 10, "late"), row("a", 30, "duplicate")])
+    with store.write() as batch:
+        batch.append_events([row("c", 20)])
+    logged = list(store.iter_log())
+    assert [(r.seq, r.message_id, r.decision) for r in logged] == [
+        (1, "a", "accepted"), (2, "b", "late"), (3, "a", "duplicate"), (4, "c", "accepted"),
+    ]  # fmt: skip
+    assert logged[0].body == b'{"m":"a"}' and logged[0].received_at == 35
+
+
+def test_pending_and_dedup_reads_see_accepted_events_only(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([row("a", 10), row("b", 20, "late"), row("c", 30), row("d", 40)])
+    assert [r.message_id for r in store.accepted_after(10)] == ["c", "d"]
+    assert list(store.accepted_ids_since(30)) == [("c", 30), ("d", 40)]
+
+
+def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.write() as batch:
+        batch.append_events([row("a", 10)])
+        batch.save_users({"u1": b"state"})
+        batch.add_fires([fire("f1", 10)])
+        raise RuntimeError("crash before commit")
+    assert list(store.iter_log()) == []
+    assert store.user_state("u1") is None
+    assert store.fires() == []
+
+
+def test_user_states_upsert_and_delete(store: Store) -> None:
+    with store.write() as batch:
+        batch.save_users({"u1": b"one", "u2": b"two"})
+    with store.write() as batch:
+        batch.save_users({"u1": b"uno", "u2": None})
+    assert store.user_state("u1") == b"uno"
+    assert store.user_state("u2") is None
+    assert dict(store.iter_users()) == {"u1": b"uno"}
+
+
+def test_meta_and_links_round_trip(store: Store) -> None:
+    assert store.load_meta() is None
+    with store.write() as batch:
+        batch.save_meta(b"m1")
+        batch.save_links({"a1": "u1", "a2": "u1"})
+    with store.write() as batch:
+        batch.save_meta(b"m2")
+        batch.save_links({"a2": "u2"})
+    assert store.load_meta() == b"m2"
+    assert store.load_links() == {"a1": "u1", "a2": "u2"}
+    assert store.links_to("u1") == ["a1"]
+
+
+def test_a_fire_id_is_recorded_once(store: Store) -> None:
+    with store.write() as batch:
+        batch.add_fires([fire("f1", 10), fire("f2", 20, suppressed="guard")])
+    with store.write() as batch:
+        batch.add_fires([fire("f1", 10)])
+    fires = store.fires()
+    assert [f.fire_id for f in fires] == ["f2", "f1"]  # newest first
+    assert fires[1].key == {"k": 1} and fires[1].events == ("m1", "m2")
+    assert store.fire_counts() == {"t": (1, 1)}
+
+
+def test_fire_queries_filter_by_trigger_user_and_time(store: Store) -> None:
+    with store.write() as batch:
+        batch.add_fires([fire("f1", 10), fire("f2", 20, trigger="x"), fire("f3", 30, user="u2")])
+    assert [f.fire_id for f in store.fires(trigger="x")] == ["f2"]
+    assert [f.fire_id for f in store.fires(user="u2")] == ["f3"]
+    assert [f.fire_id for f in store.fires(since=20)] == ["f3", "f2"]
+    assert [f.fire_id for f in store.fires(limit=1)] == ["f3"]
+
+
+def test_event_queries_find_a_user_by_either_id(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([row("a", 1), row("b", 2, user=None, anon="x1"), row("c", 3, user="u2")])
+    assert [r.message_id for r in store.events(users=["u1", "x1"])] == ["b", "a"]
+    assert [r.message_id for r in store.events(limit=2)] == ["c", "b"]
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path)
+    first.open()
+    with first.write() as batch:
+        batch.append_events([row("a", 1)])
+    first.close()
+    again = SqliteStore(tmp_path)
+    again.open()
+    assert [v for v, _ in again.migrations()] == [1]
+    assert [r.message_id for r in again.iter_log()] == ["a"]
+    again.close()
