@@ -283,13 +283,13 @@ class _Builder:
             shapes.append("absence" if "unless" in spec else "count")
         if not shapes:
             self.problem(
-                path,
-                "a trigger needs one shape: when (on event or count), when + unless + within "
+                (*path, "when"),
+                "missing: a trigger needs one shape: when (on event or count), when + unless + within "
                 "(absence), or inactive (inactivity)",
             )
             return None
         if len(shapes) > 1:
-            self.problem(path, "a trigger has exactly one shape; inactive cannot stand beside when")
+            self.problem((*path, "inactive"), "a trigger has exactly one shape; inactive cannot stand beside when")
             return None
         shape = shapes[0]
         ok = True
