@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tripwire.errors import RuleProblem, RulesError
 from tripwire.rules.model import (
+    ActionConfig,
     ActivityGuard,
+    FrequencyCap,
+    Goal,
     Guard,
     Matcher,
     Pattern,
+    QuietHours,
     Rules,
     Settings,
     TraitGuard,
@@ -19,10 +24,14 @@ from tripwire.rules.source import read_source
 from tripwire.rules.validate import build_rules
 
 __all__ = [
+    "ActionConfig",
     "ActivityGuard",
+    "FrequencyCap",
+    "Goal",
     "Guard",
     "Matcher",
     "Pattern",
+    "QuietHours",
     "Rules",
     "Settings",
     "TraitGuard",
@@ -32,20 +41,23 @@ __all__ = [
 ]
 
 
-def parse_rules(text: str, filename: str = "<rules>") -> Rules:
-    """Validate and compile rules from YAML text; raise RulesError with every problem."""
+def parse_rules(text: str, filename: str = "<rules>", environ: Mapping[str, str] | None = None) -> Rules:
+    """Validate and compile rules from YAML text; raise RulesError with every problem.
+
+    `${NAME}` in action settings is read from `environ` (default: the process environment).
+    """
     source, problems = read_source(text, filename)
-    rules = None if problems else build_rules(source, problems)
+    rules = None if problems else build_rules(source, problems, environ)
     if rules is None:
         raise RulesError(problems)
     return rules
 
 
-def load_rules(path: str | Path) -> Rules:
+def load_rules(path: str | Path, environ: Mapping[str, str] | None = None) -> Rules:
     """Read, validate and compile the rules file at `path`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError([RuleProblem(str(path), None, None, "(file)", f"cannot read: {exc.strerror}")]) from exc
-    return parse_rules(text, str(path))
+    return parse_rules(text, str(path), environ)

@@ -11,7 +11,7 @@ import msgspec
 from tripwire.rules.where import Getter, Predicate
 
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
-_NOT_DECISIVE = frozenset({"description", "actions"})
+_NOT_DECISIVE = frozenset({"description", "actions", "holdout", "goal"})
 
 ACTIVITY_TYPES = frozenset({"track", "page", "screen"})
 EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
@@ -83,6 +83,51 @@ Guard = TraitGuard | ActivityGuard
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """An event whose occurrence within `within` after a fire counts as a conversion."""
+
+    pattern: Pattern
+    within: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most `max` deliveries to a user per `per` ms, on one channel or (None) all."""
+
+    max: int
+    per: int
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local times (minutes after midnight) between which deliveries on `channels` wait."""
+
+    start: int
+    end: int
+    channels: frozenset[str]
+    default_timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionConfig:
+    """One entry of the `actions` section, validated, with environment variables filled in."""
+
+    id: str
+    type: str
+    options: dict[str, Any] = field(repr=False)
+    templates: dict[str, Any] = field(repr=False, compare=False)
+    max_attempts: int = 10
+    timeout: int = 10_000
+    concurrency: int = 4
+    rate_limit: tuple[int, int] | None = None
+    line: int | None = None
+
+    def __repr__(self) -> str:  # options may hold secrets
+        return f"ActionConfig(id={self.id!r}, type={self.type!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class Trigger:
     """One trigger of the rules file, compiled."""
 
@@ -101,6 +146,8 @@ class Trigger:
     guards: tuple[Guard, ...] = ()
     description: str | None = None
     actions: tuple[str, ...] = ()
+    holdout: float = 0.0
+    goal: Goal | None = None
     line: int | None = None
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -120,6 +167,8 @@ class Settings:
 
     allowed_lateness: int = 5_000
     dedup_window: int = 7 * 86_400_000
+    frequency_caps: tuple[FrequencyCap, ...] = ()
+    quiet_hours: QuietHours | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +177,7 @@ class Rules:
 
     settings: Settings
     triggers: tuple[Trigger, ...]
-    actions: dict[str, dict[str, Any]]
+    actions: dict[str, ActionConfig]
     filename: str = "<rules>"
 
     def trigger(self, trigger_id: str) -> Trigger:

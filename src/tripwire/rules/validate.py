@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from tripwire.durations import ALLOWED as DURATION_ALLOWED
 from tripwire.durations import parse_duration
 from tripwire.errors import DurationError, RuleProblem
+from tripwire.rules.delivery import DeliveryChecks
 from tripwire.rules.model import (
     ACTIVITY_TYPES,
     EVENT_TYPES,
@@ -34,23 +36,24 @@ from tripwire.rules.where import (
     path_predicate,
 )
 
-COMMON_KEYS = ("description", "actions", "cooldown", "if")
+COMMON_KEYS = ("description", "actions", "cooldown", "if", "holdout", "goal")
 SHAPE_KEYS: dict[Shape, tuple[str, ...]] = {
     "count": ("when", "count", "within", "key"),
     "absence": ("when", "unless", "within", "restart", "key"),
     "inactivity": ("inactive", "of"),
 }
-SETTINGS_KEYS = ("allowed_lateness", "dedup_window")
+SETTINGS_KEYS = ("allowed_lateness", "dedup_window", "frequency_cap", "quiet_hours")
 TOP_KEYS = ("settings", "triggers", "actions")
 _TRIGGER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 
 
 class _Builder:
-    def __init__(self, source: Source, problems: list[RuleProblem]) -> None:
+    def __init__(self, source: Source, problems: list[RuleProblem], environ: Mapping[str, str] | None = None) -> None:
         self.source = source
         self.problems = problems
         self.current: str | None = None
+        self.delivery = DeliveryChecks(self, environ)
 
     def problem(self, path: Path, message: str) -> None:
         field = ".".join(str(p) for p in path) or "(top level)"
@@ -346,6 +349,10 @@ class _Builder:
             fields["description"] = spec["description"]
         if "actions" in spec:
             fields["actions"] = self.action_refs(spec["actions"], (*path, "actions"), actions)
+        if "holdout" in spec:
+            fields["holdout"] = self.delivery.holdout(spec["holdout"], (*path, "holdout"))
+        if "goal" in spec:
+            fields["goal"] = self.delivery.goal(spec["goal"], (*path, "goal"))
         present = {k: v for k, v in fields.items() if not (v is None and k in spec)}
         if len(present) != len(fields) or not ok:
             return None
@@ -376,15 +383,14 @@ class _Builder:
             if key not in TOP_KEYS:
                 self.problem((str(key),), f"unknown section {key!r}; a rules file has {', '.join(TOP_KEYS)}")
         settings = self.settings(data.get("settings") or {})
-        actions = data.get("actions") or {}
-        if not isinstance(actions, dict) or not all(isinstance(a, dict) for a in actions.values()):
-            self.problem(("actions",), "actions is a mapping from action id to its settings")
-            actions = {}
+        raw_actions = data.get("actions") or {}
+        actions = self.delivery.actions(raw_actions)
+        declared = raw_actions if isinstance(raw_actions, dict) else {}
         triggers_spec = data.get("triggers")
         if not isinstance(triggers_spec, dict) or not triggers_spec:
             self.problem(("triggers",), "triggers is a mapping from trigger id to trigger, with at least one")
             triggers_spec = {}
-        triggers = [self.trigger(tid, spec, actions) for tid, spec in triggers_spec.items()]
+        triggers = [self.trigger(tid, spec, declared) for tid, spec in triggers_spec.items()]
         self.current = None
         if settings is None or self.problems:
             return None
@@ -394,14 +400,19 @@ class _Builder:
         if not isinstance(spec, dict):
             self.problem(("settings",), "settings is a mapping")
             return None
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for key, value in spec.items():
             if key not in SETTINGS_KEYS:
                 self.problem(("settings", str(key)), f"unknown setting {key!r}; allowed: {', '.join(SETTINGS_KEYS)}")
                 continue
-            ms = self.duration(value, ("settings", key), positive=key == "dedup_window")
-            if ms is not None:
-                values[key] = ms
+            if key == "frequency_cap":
+                values["frequency_caps"] = self.delivery.frequency_caps(value)
+            elif key == "quiet_hours":
+                values["quiet_hours"] = self.delivery.quiet_hours(value)
+            else:
+                values[key] = self.duration(value, ("settings", key), positive=key == "dedup_window")
+        if any(v is None for v in values.values()):
+            return None
         return Settings(**values)
 
 
@@ -419,6 +430,6 @@ def _describe(spec: Any) -> str:
     return str(spec)
 
 
-def build_rules(source: Source, problems: list[RuleProblem]) -> Rules | None:
-    """Validate `source`; append every problem found to `problems`."""
-    return _Builder(source, problems).rules()
+def build_rules(source: Source, problems: list[RuleProblem], environ: Mapping[str, str] | None = None) -> Rules | None:
+    """Validate `source`; append every problem found to `problems`. `${NAME}` reads `environ`."""
+    return _Builder(source, problems, environ).rules()
