@@ -114,6 +114,6 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     first.close()
     again = SqliteStore(tmp_path)
     again.open()
-    assert [v for v, _ in again.migrations()] == [1]
+    assert [v for v, _ in again.migrations()] == [1, 2]
     assert [r.message_id for r in again.iter_log()] == ["a"]
     again.close()

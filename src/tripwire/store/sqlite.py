@@ -52,6 +52,66 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX fires_trigger ON fires (trigger, fire_time);
         """,
     ),
+    (
+        2,
+        "deliveries, attempts, conversions and the in-app inbox",
+        """
+        ALTER TABLE fires ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            fire_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at INTEGER NOT NULL,
+            lease_until INTEGER,
+            reason TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            delivered_at INTEGER,
+            UNIQUE (fire_id, action)
+        );
+        CREATE INDEX deliveries_due ON deliveries (status, next_at);
+        CREATE INDEX deliveries_user ON deliveries (user_id, status, delivered_at);
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            attempt INTEGER NOT NULL,
+            started_at INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            latency_ms REAL NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt);
+        CREATE TABLE conversions (
+            fire_id TEXT PRIMARY KEY,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            holdout INTEGER NOT NULL,
+            message_id TEXT NOT NULL,
+            converted_at INTEGER NOT NULL
+        );
+        CREATE INDEX conversions_trigger ON conversions (trigger, holdout);
+        CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            fire_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            url TEXT,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,
+            read_at INTEGER,
+            UNIQUE (fire_id, action)
+        );
+        CREATE INDEX inbox_user ON inbox (user_id, id);
+        """,
+    ),
 ]
 
 _LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body"
