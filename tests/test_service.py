@@ -170,11 +170,11 @@ async def test_replaying_the_store_gives_the_fires_the_server_gave(rules_path: P
         clock.now += 0.1
     clock.now += 10
     await wait_for(lambda: service.status()["timer_backlog"] == 4)
-    server = sorted((f["fire_id"], f["suppressed"]) for f in service.fires(limit=1000))
     await service.stop()
 
-    replayed: list[Fire] = []
     store = SqliteStore(tmp_path / "data")
+    server = sorted((f.fire_id, f.suppressed) for f in store.fires(limit=1000))
+    replayed: list[Fire] = []
     replay_store(Replayer(load_rules(rules_path), replayed.append), store, None)
     assert sorted((f.fire_id, f.suppressed) for f in replayed) == server
     assert len(server) > 10

@@ -73,6 +73,11 @@ class Metrics:
         counter = self.fires if fire.suppressed is None else self.suppressed
         counter.labels(fire.trigger).inc()
 
+    def on_fires(self, fires: Iterable[Fire]) -> None:
+        """Count a batch of fires; fits `Service.listeners`."""
+        for fire in fires:
+            self.fire(fire)
+
     def triggers(self, trigger_ids: Iterable[str]) -> None:
         """Make every trigger's series exist (at zero) so dashboards see it before it fires."""
         for trigger_id in trigger_ids:
@@ -84,7 +89,7 @@ class Metrics:
         lag = status.get("engine_lag_ms")
         if isinstance(lag, int | float):
             self.engine_lag.set(lag / 1000)
-        for key, gauge in (("timer_backlog", self.timer_backlog), ("queue_depth", self.queue_depth)):
+        for key, gauge in (("timer_backlog", self.timer_backlog), ("queued_events", self.queue_depth)):
             value = status.get(key)
             if isinstance(value, int | float):
                 gauge.set(value)

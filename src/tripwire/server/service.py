@@ -21,12 +21,13 @@ from typing import Any
 import msgspec
 import structlog
 
+from tripwire.actions.policies import in_holdout
 from tripwire.engine import Engine, Fire
 from tripwire.errors import OverloadedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
-from tripwire.store import FireRow, LogRow, SqliteStore, Store
+from tripwire.store import FireRow, LogRow, NewDelivery, SqliteStore, Store
 
 log = structlog.get_logger("tripwire.service")
 _encode = msgspec.json.encode
@@ -248,7 +249,10 @@ class Service:
                 if links:
                     batch.save_links(links)
                 batch.save_meta(engine.dump_meta())
-                batch.add_fires([_fire_row(fire, now) for fire in fires])
+                if fires:
+                    fire_rows, deliveries = self._outbox_rows(engine.rules, fires, now)
+                    batch.add_fires(fire_rows)
+                    batch.add_deliveries(deliveries)
             self.stats.commits += 1
         for item, answer in answers:
             with self._queued_lock:
@@ -259,6 +263,21 @@ class Service:
         if fires:
             for listener in self.listeners:
                 listener(fires)
+
+    def _outbox_rows(self, rules: Rules, fires: list[Fire], now: int) -> tuple[list[FireRow], list[NewDelivery]]:
+        """The fire rows and, for each fire that is not suppressed nor held out, its deliveries."""
+        triggers = {t.id: t for t in rules.triggers}
+        rows: list[FireRow] = []
+        deliveries: list[NewDelivery] = []
+        for fire in fires:
+            trigger = triggers[fire.trigger]
+            holdout = fire.suppressed is None and in_holdout(trigger.id, fire.user_id, trigger.holdout)
+            rows.append(_fire_row(fire, now, holdout))
+            if fire.suppressed is None and not holdout:
+                for action_id in trigger.actions:
+                    channel = rules.actions[action_id].type
+                    deliveries.append(NewDelivery(fire.fire_id, action_id, channel, trigger.id, fire.user_id, now))
+        return rows, deliveries
 
     def _run_command(self, command: _Command) -> None:
         try:
@@ -325,8 +344,8 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-def _fire_row(fire: Fire, now: int) -> FireRow:
+def _fire_row(fire: Fire, now: int, holdout: bool) -> FireRow:
     return FireRow(
         fire.fire_id, fire.trigger, fire.user_id, fire.key, fire.fire_time, fire.events, fire.suppressed,
-        fire.detail, now,
+        fire.detail, now, holdout,
     )  # fmt: skip

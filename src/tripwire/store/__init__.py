@@ -1,6 +1,17 @@
 """Durable storage behind small ports; SQLite is the embedded default."""
 
-from tripwire.store.base import Batch, FireRow, LogRow, Store
+from tripwire.store.base import Batch, FireRow, LogRow, NewDelivery, Store
+from tripwire.store.outbox import Attempt, DeliveryRow, SqliteOutbox
 from tripwire.store.sqlite import SqliteStore
 
-__all__ = ["Batch", "FireRow", "LogRow", "SqliteStore", "Store"]
+__all__ = [
+    "Attempt",
+    "Batch",
+    "DeliveryRow",
+    "FireRow",
+    "LogRow",
+    "NewDelivery",
+    "SqliteOutbox",
+    "SqliteStore",
+    "Store",
+]

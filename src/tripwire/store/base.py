@@ -41,6 +41,19 @@ class FireRow:
     suppressed: str | None
     detail: str | None
     emitted_at: int
+    holdout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """An outbox row to create with its fire: one action of one fire."""
+
+    fire_id: str
+    action: str
+    channel: str
+    trigger: str
+    user_id: str
+    next_at: int
 
 
 class Batch(Protocol):
@@ -57,6 +70,9 @@ class Batch(Protocol):
 
     def add_fires(self, fires: list[FireRow]) -> None:
         """Record fires; a fire_id already recorded is ignored."""
+
+    def add_deliveries(self, rows: list[NewDelivery]) -> None:
+        """Queue deliveries; one (fire_id, action) already queued is ignored."""
 
 
 class Store(Protocol):
@@ -104,3 +120,8 @@ class Store(Protocol):
 
     def links_to(self, uid: str) -> list[str]:
         """The ids linked to `uid`."""
+
+    def fire(self, fire_id: str) -> FireRow | None: ...
+
+    def events_by_id(self, message_ids: list[str]) -> list[LogRow]:
+        """The accepted events with these messageIds, in arrival order."""

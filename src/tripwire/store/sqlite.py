@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from tripwire.store.base import FireRow, LogRow
+from tripwire.store.base import FireRow, LogRow, NewDelivery
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -110,17 +110,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             UNIQUE (fire_id, action)
         );
         CREATE INDEX inbox_user ON inbox (user_id, id);
+        CREATE INDEX events_message ON events (message_id);
         """,
     ),
 ]
 
 _LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body"
-_FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at"
+_FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout"
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: each commit is on disk before the server acknowledges (group commit keeps it cheap).
@@ -134,10 +135,11 @@ def _log_row(row: tuple[Any, ...]) -> LogRow:
 
 
 def _fire_row(row: tuple[Any, ...]) -> FireRow:
-    fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at = row
+    fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout = row
     return FireRow(
-        fire_id, trigger, user_id, _decode(key), fire_time, tuple(_decode(events)), suppressed, detail, emitted_at
-    )
+        fire_id, trigger, user_id, _decode(key), fire_time, tuple(_decode(events)), suppressed, detail, emitted_at,
+        bool(holdout),
+    )  # fmt: skip
 
 
 class SqliteBatch:
@@ -175,9 +177,17 @@ class SqliteBatch:
             (meta,),
         )
 
+    def add_deliveries(self, rows: list[NewDelivery]) -> None:
+        self.conn.executemany(
+            "INSERT INTO deliveries (fire_id, action, channel, trigger, user_id, status, next_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (fire_id, action) DO NOTHING",
+            [(d.fire_id, d.action, d.channel, d.trigger, d.user_id, d.next_at, d.next_at, d.next_at) for d in rows],
+        )
+
     def add_fires(self, fires: list[FireRow]) -> None:
         self.conn.executemany(
-            f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fire_id) DO NOTHING",
+            f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (fire_id) DO NOTHING",
             [
                 (
                     f.fire_id,
@@ -189,6 +199,7 @@ class SqliteBatch:
                     f.suppressed,
                     f.detail,
                     f.emitted_at,
+                    int(f.holdout),
                 )
                 for f in fires
             ],
@@ -210,7 +221,7 @@ class SqliteStore:
     def open(self) -> None:
         self.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(self.path)
+        self._writer = connect(self.path)
         conn = self._writer
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -255,7 +266,7 @@ class SqliteStore:
     def _read(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _connect(self.path)
+            conn = self._local.conn = connect(self.path)
         return conn
 
     # -- recovery ------------------------------------------------------------------------
@@ -320,6 +331,19 @@ class SqliteStore:
                 " ORDER BY seq DESC LIMIT ?",
                 (*users, *users, limit),
             )
+        return [_log_row(row) for row in rows]
+
+    def fire(self, fire_id: str) -> FireRow | None:
+        row = self._read().execute(f"SELECT {_FIRE_COLUMNS} FROM fires WHERE fire_id = ?", (fire_id,)).fetchone()
+        return _fire_row(row) if row else None
+
+    def events_by_id(self, message_ids: list[str]) -> list[LogRow]:
+        """The accepted events with these messageIds, in arrival order."""
+        marks = ", ".join("?" * len(message_ids))
+        rows = self._read().execute(
+            f"SELECT {_LOG_COLUMNS} FROM events WHERE message_id IN ({marks}) AND decision = 'accepted' ORDER BY seq",
+            message_ids,
+        )
         return [_log_row(row) for row in rows]
 
     def links_to(self, uid: str) -> list[str]:

@@ -1,0 +1,222 @@
+"""The dispatcher: claims due deliveries, applies send-time policies, sends, records, retries.
+
+At least once: a delivery is recorded only after its send returned, so a crash in
+between sends it again after restart, with the same idempotency key (the fire_id),
+which receivers use to drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+import structlog
+
+from tripwire.actions.base import Channel, Message, Outcome
+from tripwire.actions.policies import backoff_ms, quiet_until, user_zone
+from tripwire.durations import format_duration
+from tripwire.engine.snapshot import describe_user
+from tripwire.rules import ActionConfig, Rules
+from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, SqliteStore
+from tripwire.store.outbox import DEAD, DELIVERED, DROPPED, PENDING
+from tripwire.timestamps import format_ms
+
+log = structlog.get_logger("tripwire.dispatcher")
+_decode = msgspec.json.decode
+
+ChannelFactory = Callable[[ActionConfig, httpx.AsyncClient], Channel]
+OutcomeListener = Callable[[DeliveryRow, ActionConfig, Outcome, float], None]
+
+
+class RateLimiter:
+    """A token bucket: at most `max` sends per `per_ms`, waiting for a token when there is none."""
+
+    def __init__(self, max_: int, per_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = max_
+        self.rate = max_ / (per_ms / 1000)
+        self.tokens = float(max_)
+        self.clock = clock
+        self.stamp = clock()
+
+    async def acquire(self) -> None:
+        while True:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Dispatcher:
+    """Sends the outbox of one server, honouring each action's concurrency and rate limit."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        outbox: SqliteOutbox,
+        rules: Callable[[], Rules],
+        make_channel: ChannelFactory,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll: float = 0.2,
+        lease_ms: int = 300_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.rules = rules
+        self.make_channel = make_channel
+        self.clock = clock
+        self.poll = poll
+        self.lease_ms = lease_ms
+        self.rng = rng or random.Random()
+        self.listeners: list[OutcomeListener] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._channels: dict[str, tuple[ActionConfig, Channel]] = {}
+        self._limits: dict[str, tuple[asyncio.Semaphore, RateLimiter | None]] = {}
+        self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._http: httpx.AsyncClient | None = None
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def wake(self) -> None:
+        """New deliveries may be due (call from the event loop's thread)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until `stop`; deliveries in flight at stop finish first."""
+        self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        released = await asyncio.to_thread(self.outbox.release_leases, self.now_ms())
+        if released:
+            log.info("deliveries resumed after a restart", count=released)
+        try:
+            while not self._stopping:
+                rows = await asyncio.to_thread(self.outbox.claim, self.now_ms(), 100, self.lease_ms)
+                for row in rows:
+                    task = asyncio.create_task(self.deliver(row))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if len(rows) == 100:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._http.aclose()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _channel(self, action: ActionConfig) -> Channel:
+        assert self._http is not None
+        current = self._channels.get(action.id)
+        if current is None or current[0] != action:
+            current = self._channels[action.id] = (action, self.make_channel(action, self._http))
+            rate = RateLimiter(*action.rate_limit) if action.rate_limit else None
+            self._limits[action.id] = (asyncio.Semaphore(action.concurrency), rate)
+        return current[1]
+
+    async def deliver(self, row: DeliveryRow) -> None:
+        """One attempt at one delivery, after the send-time policies."""
+        try:
+            await self._deliver(row)
+        except Exception:
+            log.exception("delivery failed unexpectedly; it will be retried", delivery=row.id)
+            retry_at = self.now_ms() + backoff_ms(row.attempts + 1, self.rng.random())
+            await asyncio.to_thread(self.outbox.hold, row, retry_at, "internal error; retrying", self.now_ms())
+
+    async def _deliver(self, row: DeliveryRow) -> None:
+        rules = self.rules()
+        action = rules.actions.get(row.action)
+        now = self.now_ms()
+        if action is None:
+            reason = f"the action {row.action!r} is no longer in the rules"
+            await asyncio.to_thread(self.outbox.drop, row, DEAD, reason, now)
+            return
+        channel = self._channel(action)
+        semaphore, rate = self._limits[action.id]
+        message = await asyncio.to_thread(self._message, row, action)
+        async with self._user_locks[row.user_id]:
+            if await self._held_or_dropped(row, action, rules, message.user["traits"]):
+                return
+            async with semaphore:
+                if rate is not None:
+                    await rate.acquire()
+                started = self.now_ms()
+                tick = time.perf_counter()
+                outcome = await channel.attempt(message)
+                latency = (time.perf_counter() - tick) * 1000
+            await self._record(row, action, outcome, started, latency)
+
+    async def _held_or_dropped(self, row: DeliveryRow, action: ActionConfig, rules: Rules, traits: Any) -> bool:
+        now = self.now_ms()
+        quiet = rules.settings.quiet_hours
+        if quiet is not None and action.type in quiet.channels:
+            zone = user_zone(traits, quiet.default_timezone)
+            until = quiet_until(quiet, zone, now)
+            if until is not None:
+                reason = f"quiet hours in {zone.key}: held until {format_ms(until)}"
+                await asyncio.to_thread(self.outbox.hold, row, until, reason, now)
+                return True
+        for cap in rules.settings.frequency_caps:
+            if cap.channel is not None and cap.channel != action.type:
+                continue
+            sent = await asyncio.to_thread(self.outbox.delivered_since, row.user_id, now - cap.per, cap.channel)
+            if sent >= cap.max:
+                scope = f" on {cap.channel}" if cap.channel else ""
+                reason = f"frequency cap: {sent} deliveries{scope} to this user in the last {format_duration(cap.per)}"
+                await asyncio.to_thread(self.outbox.drop, row, DROPPED, reason, now)
+                return True
+        return False
+
+    def _message(self, row: DeliveryRow, action: ActionConfig) -> Message:
+        fire_row = self.store.fire(row.fire_id)
+        assert fire_row is not None, f"delivery {row.id} has no fire"
+        fire = {
+            "trigger": fire_row.trigger,
+            "user_id": fire_row.user_id,
+            "key": fire_row.key,
+            "fire_time": format_ms(fire_row.fire_time),
+            "fire_id": fire_row.fire_id,
+            "events": list(fire_row.events),
+            "suppressed": fire_row.suppressed,
+        }
+        state = self.store.user_state(row.user_id)
+        traits = describe_user(state)["traits"] if state is not None else {}
+        events = [_decode(e.body) for e in self.store.events_by_id(list(fire_row.events))]
+        return Message(row.id, action, fire, {"id": row.user_id, "traits": traits}, events, row.attempts + 1)
+
+    async def _record(
+        self, row: DeliveryRow, action: ActionConfig, outcome: Outcome, started: int, latency: float
+    ) -> None:
+        attempt_no = row.attempts + 1
+        if outcome.ok:
+            status, next_at, reason, kind = DELIVERED, row.next_at, None, "ok"
+        elif outcome.permanent or attempt_no >= action.max_attempts:
+            why = "permanent failure" if outcome.permanent else f"gave up after {attempt_no} attempts"
+            status, next_at, reason, kind = DEAD, row.next_at, f"{why}: {outcome.error}", "failed"
+        else:
+            delay = backoff_ms(attempt_no, self.rng.random(), outcome.retry_after)
+            next_at = self.now_ms() + delay
+            status, reason, kind = PENDING, f"retry {attempt_no + 1} at {format_ms(next_at)}: {outcome.error}", "retry"
+        attempt = Attempt(attempt_no, started, kind, outcome.status, latency, outcome.error)
+        await asyncio.to_thread(self.outbox.finish, row, attempt, status=status, next_at=next_at, reason=reason)
+        for listener in self.listeners:
+            listener(row, action, outcome, latency)
+        if status == DEAD:
+            log.warning("delivery dead", delivery=row.id, action=action.id, reason=reason)
