@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 import msgspec
@@ -23,6 +24,10 @@ from tripwire.engine import Fire
 from tripwire.errors import RulesError
 from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
 from tripwire.rules import Rules, Trigger, load_rules
+from tripwire.timestamps import format_ms
+
+if TYPE_CHECKING:
+    from tripwire.store import SqliteOutbox
 
 PROGRESS_MIN_BYTES = 1_000_000
 _encode_line = msgspec.json.Encoder().encode
@@ -261,3 +266,54 @@ def fires(data_dir: str, trigger: str | None, user: str | None, since: str | Non
 
 def _text(value: object) -> str:
     return "" if value is None else str(value)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="The server's data folder.")
+@click.option("--dead", is_flag=True, help="Only deliveries that gave up (dead letters).")
+@click.option("--status", type=click.Choice(["pending", "sending", "delivered", "dead", "dropped"]))
+@click.option("--user", help="Only this user's deliveries.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_context
+def deliveries(ctx: click.Context, data_dir: str, dead: bool, status: str | None, user: str | None, limit: int) -> None:
+    """List deliveries, newest first: what was sent, held, dropped, and why.
+
+    Example: tripwire deliveries --dead
+    """
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    outbox = _outbox(data_dir)
+    rows = outbox.find(status="dead" if dead else status, user=user, limit=limit)
+    table = Table()
+    for column in ("id", "action", "trigger", "user", "status", "attempts", "updated", "reason"):
+        table.add_column(column)
+    for row in rows:
+        cells = (str(row.id), row.action, row.trigger, row.user_id, row.status, str(row.attempts),
+                 format_ms(row.updated_at), row.reason or "")  # fmt: skip
+        table.add_row(*(escape(cell) for cell in cells))
+    Console(highlight=False).print(table)
+
+
+@deliveries.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Retry every dead delivery.")
+@click.pass_obj
+def deliveries_retry(data_dir: str, ids: tuple[int, ...], everything: bool) -> None:
+    """Put dead deliveries back in line (a running server sends them within a second).
+
+    Example: tripwire deliveries retry 12 13, or tripwire deliveries retry --all
+    """
+    if not ids and not everything:
+        raise click.UsageError("name the delivery ids to retry, or pass --all")
+    outbox = _outbox(data_dir)
+    count = outbox.retry_dead(int(time.time() * 1000), None if everything else list(ids))
+    click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again")
+
+
+def _outbox(data_dir: str) -> SqliteOutbox:
+    from tripwire.store import SqliteOutbox
+
+    if not (Path(data_dir) / "tripwire.db").exists():
+        raise click.BadParameter(f"{data_dir} holds no tripwire store", param_hint="--data")
+    return SqliteOutbox(data_dir)

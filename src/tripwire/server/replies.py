@@ -31,8 +31,12 @@ class JSONReply(Response):
         return _encode(content)
 
 
-class Rejection(Exception):  # a reply, not a failure of the server
-    """A request the server turns down: the status, a code, a message saying what to fix."""
+class Rejection(Exception):
+    """A request the server turns down: the status, a code, a message saying what to fix.
+
+    Not in the `tripwire.errors` tree: it is an HTTP answer raised to leave a handler
+    early, never an error of tripwire itself, and it never leaves the HTTP layer.
+    """
 
     def __init__(
         self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **details: Any

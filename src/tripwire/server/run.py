@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,8 @@ import uvicorn
 
 from tripwire.server.app import create_app
 from tripwire.server.auth import Secret
+from tripwire.server.logs import PROCESSORS
+from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
 
 CREDENTIALS_FILE = "credentials.json"
@@ -74,17 +80,31 @@ def load_credentials(data_dir: Path, environ: dict[str, str] | None = None) -> C
     return Credentials([Secret(k) for k in keys], Secret(token), notes)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, except that a SIGTERM or SIGINT ends `serve()` instead of the process.
+
+    uvicorn raises the captured signal again once it has shut down, which would kill
+    the process before the service drains its queue and commits.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def configure_logging(level: str = "info") -> None:
     """One JSON object a line on stderr, for tripwire and for uvicorn's own messages."""
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=list(PROCESSORS),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
@@ -103,11 +123,13 @@ async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level:
     credentials = load_credentials(data_dir)
     service = Service(rules, data_dir)
     await service.start()
-    app = create_app(service, write_keys=credentials.write_keys, admin_token=credentials.admin_token)
+    metrics = Metrics()
+    service.listeners.append(metrics.on_fires)
+    app = create_app(service, write_keys=credentials.write_keys, admin_token=credentials.admin_token, metrics=metrics)
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
     print(f"tripwire: Segment endpoint http://{host}:{port}/v1/batch, admin API http://{host}:{port}/api", flush=True)
     for label, value, source in credentials.notes:
