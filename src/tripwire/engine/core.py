@@ -217,6 +217,7 @@ class Engine:
                     user.traits = dict(traits)
                 else:
                     user.traits.update(traits)
+                self.dirty.add(uid)
 
     def _remember(
         self, user: UserState, guard_steps: tuple[GuardStep, ...], type_: str, name: str | None, raw: Any, ts: int
