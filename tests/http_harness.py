@@ -20,16 +20,22 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from tripwire.actions.in_app import Inbox
 from tripwire.server.app import create_app
 from tripwire.server.auth import Secret
+from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import json_logger
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
+from tripwire.store import SqliteOutbox
+from tripwire.store.goals import SqliteGoals
+from tripwire.store.inbox import SqliteInbox
 from tripwire.timestamps import parse_ms
 
 WRITE_KEY = "wk_live_0123456789abcdef"
 OTHER_WRITE_KEY = "wk_other_fedcba9876543210"
 ADMIN_TOKEN = "adm_9f8e7d6c5b4a39281706"
+INBOX_SECRET = "inbox_5a4b3c2d1e0f"
 T0 = "2026-03-01T12:00:00.000Z"
 T0_MS = parse_ms(T0)
 
@@ -85,10 +91,15 @@ def make_service(tmp_path: Path, clock: Clock, rules: str = RULES, **options: An
 
 
 def make_app(service: Service, metrics: Metrics, logs: io.StringIO, **options: Any) -> Starlette:
+    """The app as `tripwire serve` builds it: with the delivery admin routes and the in-app inbox."""
     service.listeners.append(metrics.on_fires)
+    keys = [Secret(WRITE_KEY), Secret(OTHER_WRITE_KEY)]
+    options.setdefault("delivery", (SqliteOutbox(service.data_dir), SqliteGoals(service.data_dir)))
+    inbox = Inbox(SqliteInbox(service.data_dir))
+    options.setdefault("extra_routes", inbox_routes(inbox, write_keys=keys, secret=Secret(INBOX_SECRET)))
     return create_app(
         service,
-        write_keys=[Secret(WRITE_KEY), Secret(OTHER_WRITE_KEY)],
+        write_keys=keys,
         admin_token=Secret(ADMIN_TOKEN),
         logger=json_logger(logs, level=10),
         metrics=metrics,

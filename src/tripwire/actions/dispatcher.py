@@ -24,7 +24,7 @@ from tripwire.actions.policies import backoff_ms, quiet_until, user_zone
 from tripwire.durations import format_duration
 from tripwire.engine.snapshot import describe_user
 from tripwire.rules import ActionConfig, Rules
-from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, SqliteStore
+from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, Store
 from tripwire.store.outbox import DEAD, DELIVERED, DROPPED, PENDING
 from tripwire.timestamps import format_ms
 
@@ -32,7 +32,8 @@ log = structlog.get_logger("tripwire.dispatcher")
 _decode = msgspec.json.decode
 
 ChannelFactory = Callable[[ActionConfig, httpx.AsyncClient], Channel]
-OutcomeListener = Callable[[DeliveryRow, ActionConfig, Outcome, float], None]
+# (outcome: ok | retry | failed, action id, latency in ms)
+OutcomeListener = Callable[[str, str, float], None]
 
 
 class RateLimiter:
@@ -61,7 +62,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         outbox: SqliteOutbox,
         rules: Callable[[], Rules],
         make_channel: ChannelFactory,
@@ -217,6 +218,6 @@ class Dispatcher:
         attempt = Attempt(attempt_no, started, kind, outcome.status, latency, outcome.error)
         await asyncio.to_thread(self.outbox.finish, row, attempt, status=status, next_at=next_at, reason=reason)
         for listener in self.listeners:
-            listener(row, action, outcome, latency)
+            listener(kind, action.id, latency)
         if status == DEAD:
             log.warning("delivery dead", delivery=row.id, action=action.id, reason=reason)

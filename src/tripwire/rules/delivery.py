@@ -39,34 +39,38 @@ ACTION_FIELDS: dict[str, dict[str, str]] = {
     "push": {"provider!": "provider", "title!": "template", "body!": "template", "url": "template",
              "subscription": "template", "vapid_private_key": "text", "vapid_subject": "text",
              "token": "template", "service_account": "text", "endpoint": "url", "data": "template_map",
-             "allow_private": "bool"},
+             "ttl": "duration", "allow_private": "bool"},
     "in_app": {"title!": "template", "body!": "template", "url": "template", "ttl": "duration"},
     "airflow": {"url!": "url", "dag_id!": "text", "username": "text", "password": "text", "token": "text",
                 "conf": "template_map", "allow_private": "bool"},
     "n8n": {"url!": "url", "method": "method", "headers": "template_map", "allow_private": "bool"},
 }  # fmt: skip
-SMTP_FIELDS = ("host", "port", "security", "username", "password", "timeout")
+SMTP_FIELDS = ("host", "port", "security", "username", "password", "timeout", "ca_file")
 PUSH_REQUIRED = {
     "webpush": ("vapid_private_key", "vapid_subject"),
     "fcm": ("service_account",),
 }
 USER_FACING = frozenset({"email", "push"})
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME}, or ${NAME:-default} as in the shell: the default when NAME is unset or empty
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
 
 
 def substitute_env(value: Any, environ: Mapping[str, str]) -> tuple[Any, list[str]]:
-    """Replace `${NAME}` in every string of `value`; return it and the names that are unset."""
+    """Replace `${NAME}` and `${NAME:-default}` in every string of `value`; return it and the unset names."""
     missing: list[str] = []
     if isinstance(value, str):
 
         def one(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if environ.get(name):
+                return environ[name]
+            if default is not None:
+                return default
             if name not in environ:
                 missing.append(name)
-                return ""
-            return environ[name]
+            return ""
 
         return _ENV.sub(one, value), missing
     if isinstance(value, dict):
@@ -241,6 +245,8 @@ class DeliveryChecks:
                 self.b.problem((*path, key), f"unknown key {key!r}; smtp takes {', '.join(SMTP_FIELDS)}")
                 ok = False
         port = value.get("port", 587)
+        if isinstance(port, str) and port.isdigit():  # as ${SMTP_PORT:-587} gives it
+            port = int(port)
         if port.__class__ is not int or not 0 < port < 65536:
             self.b.problem((*path, "port"), f"{port!r} is not a port number")
             ok = False

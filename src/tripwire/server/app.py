@@ -7,15 +7,17 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
 from tripwire.server.admin import Admin
+from tripwire.server.admin_deliveries import DeliveriesAdmin
 from tripwire.server.auth import Secret
 from tripwire.server.ingest import MAX_BATCH_BYTES, MAX_EVENT_BYTES, Ingest, Limits
 from tripwire.server.logs import RequestLog
@@ -23,6 +25,8 @@ from tripwire.server.metrics import CONTENT_TYPE, Metrics
 from tripwire.server.openapi import build_openapi
 from tripwire.server.ports import ServiceAPI
 from tripwire.server.replies import HANDLED, JSONReply, handle_error
+from tripwire.store import SqliteOutbox
+from tripwire.store.goals import SqliteGoals
 
 
 class IngestCORS:
@@ -36,8 +40,15 @@ class IngestCORS:
         self.cors = CORSMiddleware(
             app,
             allow_origins=["*"],
-            allow_methods=["POST"],
-            allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Content-Encoding",
+                "X-User-Id",
+                "X-User-Token",
+                "Last-Event-ID",
+            ],
             max_age=86_400,
         )
 
@@ -57,12 +68,16 @@ def create_app(
     max_event: int = MAX_EVENT_BYTES,
     logger: FilteringBoundLogger | None = None,
     metrics: Metrics | None = None,
+    delivery: tuple[SqliteOutbox, SqliteGoals] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app over `service`; give the same `metrics` to the service so it can count fires.
 
     `max_body` bounds a batch request and `max_event` one event, in bytes after
     decompression (Segment's 500 KB and 32 KB by default). Without `logger`, requests are
-    logged through structlog's global configuration.
+    logged through structlog's global configuration. With `delivery` (the outbox and the
+    goals), the admin API also shows deliveries and conversions; `extra_routes` (such as
+    the in-app inbox) are mounted as they are.
     """
     log: FilteringBoundLogger = logger if logger is not None else structlog.get_logger("tripwire.http")
     metrics = metrics if metrics is not None else Metrics()
@@ -78,8 +93,13 @@ def create_app(
         ready = service.ready()
         return JSONReply({"ready": ready}, status_code=200 if ready else 503)
 
+    deliveries = DeliveriesAdmin(admin, *delivery) if delivery is not None else None
+
     async def prometheus(_request: Request) -> Response:
         metrics.status(service.status())
+        if delivery is not None:
+            outbox, goals = delivery
+            metrics.delivery_state(await run_in_threadpool(outbox.action_stats), await run_in_threadpool(goals.stats))
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def openapi(_request: Request) -> Response:
@@ -92,6 +112,8 @@ def create_app(
         Route("/api/openapi.json", openapi, methods=["GET"]),
         *ingest.routes(),
         *admin.routes(),
+        *(deliveries.routes() if deliveries is not None else ()),
+        *extra_routes,
     ]
     handlers: dict[Any, Any] = dict.fromkeys(HANDLED, handle_error)
     app = Starlette(

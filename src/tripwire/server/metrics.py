@@ -18,6 +18,7 @@ DECISIONS: Final = ("accepted", "late", "duplicate", "bad")
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 # From a cached SQLite commit (about a millisecond) to a queue backed up for seconds.
 _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DELIVERY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -48,6 +49,29 @@ class Metrics:
         self.fires = Counter("tripwire_fires", "Fires emitted, by trigger.", ["trigger"], registry=reg)
         self.suppressed = Counter(
             "tripwire_suppressed", "Fires suppressed by a cooldown or a guard, by trigger.", ["trigger"], registry=reg
+        )
+        self.attempts = Counter(
+            "tripwire_delivery_attempts",
+            "Delivery attempts by action and outcome: ok, retry (failed, will retry) or failed (gave up).",
+            ["action", "outcome"],
+            registry=reg,
+        )
+        self.delivery_latency = Histogram(
+            "tripwire_delivery_latency_seconds",
+            "How long one delivery attempt took, by action.",
+            ["action"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=reg,
+        )
+        self.deliveries = Gauge(
+            "tripwire_deliveries", "Deliveries by action and status (dead ones need a look).", ["action", "status"],
+            registry=reg,
+        )  # fmt: skip
+        self.conversions = Gauge(
+            "tripwire_conversions",
+            "Fires and their goal conversions by trigger, for the treated and held-out groups.",
+            ["trigger", "group", "kind"],
+            registry=reg,
         )
 
     def received(self, count: int) -> None:
@@ -93,6 +117,23 @@ class Metrics:
             value = status.get(key)
             if isinstance(value, int | float):
                 gauge.set(value)
+
+    def on_delivery(self, outcome: str, action: str, latency_ms: float) -> None:
+        """Count one delivery attempt (`ok`, `retry` or `failed`)."""
+        self.attempts.labels(action, outcome).inc()
+        self.delivery_latency.labels(action).observe(latency_ms / 1000)
+
+    def delivery_state(self, actions: Mapping[str, Any], triggers: Mapping[str, Any]) -> None:
+        """Set the delivery and conversion gauges from the outbox's and the goals' stats."""
+        for action, stats in actions.items():
+            for status, count in stats.get("deliveries", {}).items():
+                self.deliveries.labels(action, status).set(count)
+        for trigger, stats in triggers.items():
+            for group, fires, converted in (
+                ("treated", "fires", "conversions"), ("holdout", "holdout", "holdout_conversions")
+            ):  # fmt: skip
+                self.conversions.labels(trigger, group, "fires").set(stats.get(fires) or 0)
+                self.conversions.labels(trigger, group, "conversions").set(stats.get(converted) or 0)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -216,6 +216,92 @@ _SCHEMAS: Final[dict[str, Any]] = {
 }
 
 
+def _delivery_paths() -> dict[str, Any]:
+    status = _param("status", "only deliveries in this status", {"enum": ["pending", "sending", "delivered", "dead",
+                                                                           "dropped"]})  # fmt: skip
+    paths = {
+        "/api/deliveries": _get(
+            "Deliveries, newest first: sent, held (with until when and why), dropped or dead (and why)",
+            _json({"type": "object", "properties": {"deliveries": {"type": "array", "items": _OBJECT}}}, "deliveries"),
+            tag="admin",
+            params=[status, _USER, _param("fire", "only this fire's deliveries", {"type": "string"}), _LIMIT],
+        ),
+        "/api/deliveries/{delivery_id}": _get(
+            "One delivery with every attempt (time, outcome, HTTP status, latency, error)",
+            _json(_OBJECT, "the delivery"),
+            tag="admin",
+            params=[_param("delivery_id", "the delivery's id", {"type": "integer"}, where="path")],
+        ),
+        "/api/stats": _get(
+            "Per action: attempts, successes, failures, latency; per trigger: fires, holdouts, conversions, lift",
+            _json(_OBJECT, "the stats"),
+            tag="admin",
+        ),
+    }
+    paths["/api/deliveries/{delivery_id}"]["get"]["responses"]["404"] = _error("no such delivery")
+    paths["/api/deliveries/retry"] = {
+        "post": {
+            "tags": ["admin"],
+            "summary": "Queue dead deliveries again",
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["ids"],
+                                    "properties": {"ids": {"type": "array", "items": {"type": "integer"}}},
+                                },
+                                {"type": "object", "required": ["all"], "properties": {"all": {"const": True}}},
+                            ]
+                        }
+                    }
+                }
+            },
+            "security": [{"adminToken": []}],
+            "responses": {
+                "200": _json({"type": "object", "properties": {"retried": {"type": "integer"}}}, "how many"),
+                "400": _error("the body names no deliveries"),
+                **_ADMIN_ERRORS,
+            },
+        }
+    }
+    return paths
+
+
+def _inbox_paths() -> dict[str, Any]:
+    user = [
+        _param("X-User-Id", "the user", {"type": "string"}, where="header"),
+        _param("X-User-Token", "hex HMAC-SHA256 of the user id with the inbox secret", {"type": "string"},
+               where="header"),
+    ]  # fmt: skip
+    errors = {"401": _error("no valid write key or user token"), "403": _error("the user token does not match")}
+    listing = _get("The user's in-app messages, newest first", _json(_OBJECT, "the messages"), tag="inbox",
+                   params=user)  # fmt: skip
+    listing["get"]["security"] = [{"writeKey": []}]
+    listing["get"]["responses"].update(errors)
+    stream = _get(
+        "Server-sent events: each new in-app message the moment it is sent",
+        {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        tag="inbox",
+        params=user,
+    )
+    stream["get"]["security"] = [{"writeKey": []}]
+    stream["get"]["responses"].update(errors)
+    read = {
+        "post": {
+            "tags": ["inbox"],
+            "summary": "Mark messages read",
+            "parameters": user,
+            "security": [{"writeKey": []}],
+            "requestBody": {"content": {"application/json": {"schema": _OBJECT}}},
+            "responses": {"200": _json(_OBJECT, "the ids marked read"), **errors},
+        }
+    }
+    return {"/v1/inbox": listing, "/v1/inbox/stream": stream, "/v1/inbox/read": read}
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document."""
     paths: dict[str, Any] = {f"/v1/{type_}": _ingest_single(type_) for type_ in SINGLE_TYPES}
@@ -268,6 +354,8 @@ def build_openapi() -> dict[str, Any]:
             },
         }
     }
+    paths.update(_delivery_paths())
+    paths.update(_inbox_paths())
     paths["/api/openapi.json"] = _get("This document", _json(_OBJECT, "the OpenAPI document"), tag="operations")
     paths["/healthz"] = _get("The process is up", _json(_OBJECT, "always, while the process runs"), tag="operations")
     paths["/readyz"] = _get("The service is ready for events", _json(_OBJECT, "ready"), tag="operations")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -12,20 +13,31 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import structlog
 import uvicorn
 
+from tripwire.actions.dispatcher import Dispatcher
+from tripwire.actions.goals import sweep as goal_sweep
+from tripwire.actions.in_app import Inbox
+from tripwire.actions.registry import make_channel
+from tripwire.engine import Fire
 from tripwire.server.app import create_app
 from tripwire.server.auth import Secret
+from tripwire.server.inbox import inbox_routes, load_inbox_secret
 from tripwire.server.logs import PROCESSORS
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
+from tripwire.store import SqliteOutbox
+from tripwire.store.goals import SqliteGoals
+from tripwire.store.inbox import SqliteInbox
 
 CREDENTIALS_FILE = "credentials.json"
+GOAL_SWEEP_SECONDS = 5.0
 
 
 @dataclass
@@ -84,8 +96,17 @@ class _Server(uvicorn.Server):
     """uvicorn, except that a SIGTERM or SIGINT ends `serve()` instead of the process.
 
     uvicorn raises the captured signal again once it has shut down, which would kill
-    the process before the service drains its queue and commits.
+    the process before the service drains its queue and commits. `on_exit` runs when the
+    shutdown starts (closing the inbox's open streams, which would hold it up).
     """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -119,26 +140,68 @@ def configure_logging(level: str = "info") -> None:
 
 
 async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level: str = "info") -> None:
-    """Run until SIGINT or SIGTERM; then stop taking traffic, drain, commit and exit."""
+    """Run until SIGINT or SIGTERM; then stop taking traffic, finish deliveries in flight,
+    drain the ingest queue, commit and exit."""
     credentials = load_credentials(data_dir)
+    inbox_secret, note = load_inbox_secret(data_dir)
+    credentials.notes.append(note)
     service = Service(rules, data_dir)
-    await service.start()
+    await service.start()  # opens the store and applies migrations first
     metrics = Metrics()
     service.listeners.append(metrics.on_fires)
-    app = create_app(service, write_keys=credentials.write_keys, admin_token=credentials.admin_token, metrics=metrics)
+    outbox, goals = SqliteOutbox(data_dir), SqliteGoals(data_dir)
+    inbox = Inbox(SqliteInbox(data_dir))
+    dispatcher = Dispatcher(service.store, outbox, lambda: service.rules, functools.partial(make_channel, inbox=inbox))
+    dispatcher.listeners.append(metrics.on_delivery)
+    loop = asyncio.get_running_loop()
+
+    def wake_dispatcher(_fires: list[Fire]) -> None:  # runs in the writer thread, after the commit
+        loop.call_soon_threadsafe(dispatcher.wake)
+
+    service.listeners.append(wake_dispatcher)
+    app = create_app(
+        service,
+        write_keys=credentials.write_keys,
+        admin_token=credentials.admin_token,
+        metrics=metrics,
+        delivery=(outbox, goals),
+        extra_routes=inbox_routes(inbox, write_keys=credentials.write_keys, secret=inbox_secret),
+    )
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
     )
-    server = _Server(config)
+    server = _Server(config, on_exit=inbox.feed.close)
     print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
     print(f"tripwire: Segment endpoint http://{host}:{port}/v1/batch, admin API http://{host}:{port}/api", flush=True)
     for label, value, source in credentials.notes:
         shown = f"{value} ({source})" if value is not None else f"({source})"
         print(f"tripwire: {label}: {shown}", flush=True)
+    sending = asyncio.create_task(dispatcher.run(), name="dispatcher")
+    housekeeping = asyncio.create_task(_housekeeping(service, goals, inbox), name="housekeeping")
     try:
         await server.serve()
     finally:
+        housekeeping.cancel()
+        dispatcher.stop()
+        await asyncio.gather(sending, housekeeping, return_exceptions=True)
         await service.stop()
+
+
+async def _housekeeping(service: Service, goals: SqliteGoals, inbox: Inbox) -> None:
+    """Record goal conversions every few seconds; drop expired inbox messages every hour."""
+    log = structlog.get_logger("tripwire.housekeeping")
+    rounds = 0
+    while True:
+        await asyncio.sleep(GOAL_SWEEP_SECONDS)
+        try:
+            found = await asyncio.to_thread(goal_sweep, goals, service.rules, service.now_ms())
+            if found:
+                log.info("conversions recorded", count=found)
+            rounds += 1
+            if rounds % 720 == 0:
+                await inbox.purge()
+        except Exception:
+            log.exception("housekeeping failed; trying again next round")
 
 
 def run(rules: Path, data_dir: Path, host: str, port: int, log_level: str) -> None:

@@ -150,10 +150,18 @@ class SqliteOutbox:
     # -- people's side -----------------------------------------------------------------
 
     def find(
-        self, *, status: str | None = None, user: str | None = None, fire_id: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        user: str | None = None,
+        fire_id: str | None = None,
+        delivery_id: int | None = None,
+        limit: int = 100,
     ) -> list[DeliveryRow]:
-        where, params = [], []
-        for clause, value in (("status = ?", status), ("user_id = ?", user), ("fire_id = ?", fire_id)):
+        where: list[str] = []
+        params: list[Any] = []
+        filters = (("status = ?", status), ("user_id = ?", user), ("fire_id = ?", fire_id), ("id = ?", delivery_id))
+        for clause, value in filters:
             if value is not None:
                 where.append(clause)
                 params.append(value)

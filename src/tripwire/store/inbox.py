@@ -1,0 +1,165 @@
+"""The in-app inbox: messages the `in_app` action stored for a user, newest first, with read state.
+
+The port is `InboxStore`; `SqliteInbox` keeps the messages in the server's SQLite file
+(the `inbox` table of migration 2, so open `SqliteStore` first). A message is stored
+once per (fire_id, action), so a retried delivery never shows twice. Times are epoch ms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tripwire.store.sqlite import connect
+
+_COLUMNS = "id, user_id, fire_id, action, title, body, url, created_at, expires_at, read_at"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One message of a user's inbox; `id` orders messages (a later message has a larger id)."""
+
+    id: int
+    user_id: str
+    fire_id: str
+    action: str
+    title: str
+    body: str
+    url: str | None
+    created_at: int
+    expires_at: int | None
+    read_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxItem:
+    """What the `in_app` channel stores; the store assigns the id."""
+
+    user_id: str
+    fire_id: str
+    action: str
+    title: str
+    body: str
+    url: str | None
+    created_at: int
+    expires_at: int | None
+
+
+class InboxStore(Protocol):
+    """Durable storage of in-app messages."""
+
+    def add(self, item: NewInboxItem) -> tuple[InboxItem, bool]:
+        """Store `item` unless its (fire_id, action) is stored already; the stored row and whether it is new."""
+
+    def messages(
+        self, user_id: str, *, now: int, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> list[InboxItem]:
+        """Unexpired messages of `user_id`, newest first; `before`/`after` bound the id (exclusive)."""
+
+    def unread(self, user_id: str, *, now: int) -> int:
+        """How many unexpired messages of `user_id` are unread."""
+
+    def mark_read(self, user_id: str, ids: Sequence[int] | None, *, now: int) -> list[int]:
+        """Mark `ids` (None: every message) of `user_id` read; the ids that were unread until now."""
+
+    def purge(self, *, now: int) -> int:
+        """Delete expired messages; how many."""
+
+
+def _item(row: tuple[Any, ...]) -> InboxItem:
+    return InboxItem(*row)
+
+
+class SqliteInbox:
+    """The inbox in the server's SQLite file; safe to use from several threads."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / "tripwire.db"
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    def add(self, item: NewInboxItem) -> tuple[InboxItem, bool]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = conn.execute(
+                "INSERT INTO inbox (user_id, fire_id, action, title, body, url, created_at, expires_at)"
+                f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fire_id, action) DO NOTHING RETURNING {_COLUMNS}",
+                (item.user_id, item.fire_id, item.action, item.title, item.body, item.url, item.created_at,
+                 item.expires_at),
+            ).fetchone()  # fmt: skip
+            row = (
+                inserted
+                or conn.execute(
+                    f"SELECT {_COLUMNS} FROM inbox WHERE fire_id = ? AND action = ?", (item.fire_id, item.action)
+                ).fetchone()
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return _item(row), inserted is not None
+
+    def messages(
+        self, user_id: str, *, now: int, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> list[InboxItem]:
+        sql = f"SELECT {_COLUMNS} FROM inbox WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+        params: list[Any] = [user_id, now]
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        if after is not None:
+            sql += " AND id > ?"
+            params.append(after)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [_item(row) for row in self._conn().execute(sql, (*params, limit))]
+
+    def unread(self, user_id: str, *, now: int) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM inbox WHERE user_id = ? AND read_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (user_id, now),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def mark_read(self, user_id: str, ids: Sequence[int] | None, *, now: int) -> list[int]:
+        sql = "UPDATE inbox SET read_at = ? WHERE user_id = ? AND read_at IS NULL"
+        params: list[Any] = [now, user_id]
+        if ids is not None:
+            if not ids:
+                return []
+            sql += f" AND id IN ({', '.join('?' * len(ids))})"
+            params += list(ids)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            marked = sorted(row[0] for row in conn.execute(sql + " RETURNING id", params))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return marked
+
+    def purge(self, *, now: int) -> int:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = conn.execute("DELETE FROM inbox WHERE expires_at <= ?", (now,)).rowcount
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return count
