@@ -83,9 +83,12 @@ def check(rules: str) -> None:
     console = Console(highlight=False)
     console.print(f"{rules}: {len(loaded.triggers)} triggers", markup=False, soft_wrap=True)
     table = Table()
-    for column in ("trigger", "shape", "holds when", "key", "cooldown", "guards"):
+    for column in ("trigger", "shape", "holds when", "key", "cooldown", "guards", "actions"):
         table.add_column(column)
     for trigger in loaded.triggers:
+        delivery = ", ".join(trigger.actions)
+        if trigger.holdout:
+            delivery += f" (holdout {trigger.holdout:.0%})"
         cells = (
             trigger.id,
             trigger.shape,
@@ -93,14 +96,38 @@ def check(rules: str) -> None:
             trigger.key or "",
             format_duration(trigger.cooldown) if trigger.cooldown else "",
             "; ".join(guard.text for guard in trigger.guards),
+            delivery,
         )
         table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
+    if loaded.actions:
+        actions = Table()
+        for column in ("action", "type", "to", "limits"):
+            actions.add_column(column)
+        for action in loaded.actions.values():
+            if action.type == "in_app":
+                target = "the in-app inbox"
+            else:
+                target = action.options.get("url") or action.options.get("smtp", {}).get("host") or ""
+            limits = f"{action.max_attempts} attempts, timeout {format_duration(action.timeout)}"
+            if action.rate_limit:
+                limits += f", {action.rate_limit[0]} per {format_duration(action.rate_limit[1])}"
+            actions.add_row(*(escape(str(cell)) for cell in (action.id, action.type, target, limits)))
+        console.print(actions)
     settings = loaded.settings
     console.print(
         f"allowed lateness {format_duration(settings.allowed_lateness)}, "
         f"messageIds remembered {format_duration(settings.dedup_window)}"
     )
+    for cap in settings.frequency_caps:
+        scope = f" on {cap.channel}" if cap.channel else ""
+        console.print(f"frequency cap: {cap.max} per user per {format_duration(cap.per)}{scope}")
+    if settings.quiet_hours is not None:
+        quiet = settings.quiet_hours
+        console.print(
+            f"quiet hours: {quiet.start // 60:02d}:{quiet.start % 60:02d} to {quiet.end // 60:02d}:{quiet.end % 60:02d}"
+            f" local time, for {', '.join(sorted(quiet.channels))}"
+        )
 
 
 @main.command()

@@ -191,11 +191,15 @@ class DeliveryChecks:
                 return _BAD
             return value
         if kind == "bool":
+            if value in ("true", "false"):  # as ${NAME:-true} gives it
+                return value == "true"
             if not isinstance(value, bool):
                 b.problem(path, f"takes true or false, not {value!r}")
                 return _BAD
             return value
         if kind == "int":
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
             if value.__class__ is not int or value < 1:
                 b.problem(path, f"takes a whole number of at least 1, not {value!r}")
                 return _BAD

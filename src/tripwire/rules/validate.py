@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -427,7 +428,7 @@ def _describe(spec: Any) -> str:
         return "[" + ", ".join(_describe(s) for s in spec) + "]"
     if isinstance(spec, dict):
         return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in spec.items()) + "}"
-    return str(spec)
+    return json.dumps(spec)
 
 
 def build_rules(source: Source, problems: list[RuleProblem], environ: Mapping[str, str] | None = None) -> Rules | None:
