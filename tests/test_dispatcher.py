@@ -82,6 +82,9 @@ class Harness:
             assert time.monotonic() < deadline, "timed out"
             await asyncio.sleep(0.02)
 
+    def attempts_recorded(self) -> int:
+        return sum(len(self.outbox.attempts(d.id)) for d in self.outbox.find())
+
     def statuses(self) -> list[tuple[str, str | None]]:
         return [(d.status, d.reason) for d in self.outbox.find()]
 
@@ -153,8 +156,8 @@ async def test_too_many_failures_park_the_delivery_as_dead_and_it_can_be_retried
         async with start(tmp_path, rules_text(rx.url), clock) as h:
             await h.buy("u1")
             for n in (1, 2, 3):
-                await h.until(lambda n=n: len(rx.requests) == n)  # type: ignore[misc]
-                clock.now += 3600
+                await h.until(lambda n=n: h.attempts_recorded() == n)  # type: ignore[misc]
+                clock.now += 3600  # only once the attempt is recorded, or its retry is scheduled later
             await h.until(lambda: h.statuses()[0][0] == "dead")
             assert "gave up after 3 attempts" in (h.statuses()[0][1] or "")
             assert h.outbox.retry_dead(h.service.now_ms()) == 1

@@ -1,6 +1,13 @@
-"""Goals: did the user do what the message was for? Recorded for held-out fires too, for lift."""
+"""Goals: did the user do what the message was for? Recorded for held-out fires too, for lift.
+
+A conversion is the first goal event of the fire's user with `fire_time < ts <= fire_time
++ within`. The sweep looks at each new fire (for goal events already logged) and each
+new event (for fires it converts), once, so it is correct whichever arrives first.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 
@@ -8,27 +15,51 @@ from tripwire.rules import Rules
 from tripwire.store.goals import SqliteGoals
 
 _decode = msgspec.json.decode
-# fires are looked at until this long after their goal period ends, for goal events that arrive late
-SETTLE_MS = 3_600_000
 
 
 def sweep(goals: SqliteGoals, rules: Rules, now_ms: int) -> int:
-    """Record every conversion not recorded yet; returns how many. Idempotent, so safe to repeat."""
+    """Record the conversions found since the last sweep; returns how many."""
+    with_goal = {t.id: t for t in rules.triggers if t.goal is not None}
+    fire_cursor, event_cursor = goals.cursor()
+    if not with_goal:
+        goals.save_cursor(goals.last_fire(), goals.last_event())
+        return 0
     found = 0
-    for trigger in rules.triggers:
-        goal = trigger.goal
-        if goal is None:
-            continue
-        for fire_id, user_id, fire_time, holdout in goals.open_fires(trigger.id, now_ms - goal.within - SETTLE_MS):
-            ids = [user_id, *goals.links_to(user_id)]
-            for message_id, _ts, body in goals.events_between(ids, fire_time, fire_time + goal.within):
-                event = _decode(body)
-                name = event.get("event")
-                if goal.pattern.matches(event.get("type", "track"), name, event):
-                    goals.record(fire_id, trigger.id, user_id, holdout, message_id, now_ms)
-                    found += 1
-                    break
+    for n, fire_id, trigger_id, user_id, fire_time, holdout in goals.fires_after(fire_cursor, list(with_goal)):
+        goal = with_goal[trigger_id].goal
+        assert goal is not None
+        ids = [user_id, *goals.links_to(user_id)]
+        for message_id, _ts, body in goals.events_between(ids, fire_time, fire_time + goal.within):
+            if _matches(goal.pattern, _decode(body)):
+                found += goals.record(fire_id, trigger_id, user_id, holdout, message_id, now_ms)
+                break
+        fire_cursor = n
+    links = goals.links()
+    for seq, goal_id, ts, body, event_user, event_anonymous in goals.events_after(event_cursor):
+        event_cursor = seq
+        event = _decode(body)
+        uid = _resolve(event_user or event_anonymous or "", links)
+        for trigger_id, trigger in with_goal.items():
+            goal = trigger.goal
+            assert goal is not None
+            if not _matches(goal.pattern, event):
+                continue
+            for converted, held in goals.open_fires_of(trigger_id, uid, ts - goal.within, ts):
+                found += goals.record(converted, trigger_id, uid, held, goal_id, now_ms)
+    goals.save_cursor(fire_cursor, event_cursor)
     return found
+
+
+def _matches(pattern: Any, event: dict[str, Any]) -> bool:
+    return bool(pattern.matches(event.get("type", "track"), event.get("event"), event))
+
+
+def _resolve(uid: str, links: dict[str, str]) -> str:
+    seen = set()
+    while uid in links and uid not in seen:
+        seen.add(uid)
+        uid = links[uid]
+    return uid
 
 
 def lift(stats: dict[str, int]) -> dict[str, float | None]:

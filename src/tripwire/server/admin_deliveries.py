@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -11,21 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tripwire.actions.goals import lift
+from tripwire.server import views
 from tripwire.server.admin import Admin, _bad_parameter, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
-from tripwire.store import DeliveryRow, SqliteOutbox
+from tripwire.store import SqliteOutbox
 from tripwire.store.goals import SqliteGoals
 from tripwire.timestamps import format_ms
 
 STATUSES = ("pending", "sending", "delivered", "dead", "dropped")
-
-
-def delivery_json(row: DeliveryRow) -> dict[str, Any]:
-    out = asdict(row)
-    for name in ("next_at", "created_at", "updated_at", "delivered_at"):
-        if out[name] is not None:
-            out[name] = format_ms(out[name])
-    return out
 
 
 class DeliveriesAdmin:
@@ -58,7 +50,7 @@ class DeliveriesAdmin:
             fire_id=params.get("fire"),
             limit=parse_limit(params.get("limit")),
         )
-        return JSONReply({"deliveries": [delivery_json(row) for row in rows]})
+        return JSONReply({"deliveries": [views.delivery(row) for row in rows]})
 
     async def one(self, request: Request) -> Response:
         """One delivery with every attempt: when, outcome, HTTP status, latency, error."""
@@ -71,7 +63,7 @@ class DeliveriesAdmin:
         if not rows:
             raise Rejection(404, "not_found", f"no delivery {delivery_id}")
         attempts = await run_in_threadpool(self.outbox.attempts, delivery_id)
-        out = delivery_json(rows[0])
+        out = views.delivery(rows[0])
         out["attempts"] = [{**asdict(a), "started_at": format_ms(a.started_at)} for a in attempts]
         return JSONReply(out)
 

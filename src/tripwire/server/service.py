@@ -27,7 +27,7 @@ from tripwire.errors import OverloadedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
-from tripwire.store import FireRow, LogRow, NewDelivery, SqliteStore, Store
+from tripwire.store import FireRow, LogRow, NewDelivery, SqliteOutbox, SqliteStore, Store
 
 log = structlog.get_logger("tripwire.service")
 _encode = msgspec.json.encode
@@ -80,6 +80,7 @@ class Service:
         self.max_queued_events = max_queued_events
         self.max_batch_events = max_batch_events
         self.store: Store = store if store is not None else SqliteStore(self.data_dir)
+        self._outbox = SqliteOutbox(self.data_dir)
         self.rules: Rules = load_rules(self.rules_path)
         self.engine = Engine(self.rules, dedup_window=self.rules.settings.dedup_window)
         self.stats = ServiceStats()
@@ -321,7 +322,7 @@ class Service:
         return [views.fire(row) for row in self.store.fires(trigger=trigger, user=user, since=since_ms, limit=limit)]
 
     def user(self, uid: str) -> dict[str, Any] | None:
-        return views.user(self.store, self.rules, uid)
+        return views.user(self.store, self.rules, uid, self._outbox)
 
     def events(self, *, user: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         users = None if user is None else [user, *self.store.links_to(user)]

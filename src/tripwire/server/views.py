@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import msgspec
 
 from tripwire.engine.snapshot import describe_user
 from tripwire.rules import Rules
-from tripwire.store import FireRow, LogRow, Store
+from tripwire.store import DeliveryRow, FireRow, LogRow, SqliteOutbox, Store
 from tripwire.timestamps import format_ms
 
 _decode = msgspec.json.decode
@@ -26,6 +27,7 @@ def fire(row: FireRow) -> dict[str, Any]:
         "suppressed": row.suppressed,
         "detail": row.detail,
         "emitted_at": format_ms(row.emitted_at),
+        "holdout": row.holdout,
     }
 
 
@@ -58,13 +60,25 @@ def triggers(rules: Rules, counts: dict[str, tuple[int, int]]) -> list[dict[str,
 
 def _explain(row: FireRow) -> str:
     events = ", ".join(row.events)
+    if row.holdout:
+        return f"fired at {format_ms(row.fire_time)} because of {events}; held out, so nothing was sent"
     if row.suppressed is None:
         return f"fired at {format_ms(row.fire_time)} because of {events}"
     return f"suppressed at {format_ms(row.fire_time)} ({row.detail or row.suppressed}); events {events}"
 
 
-def user(store: Store, rules: Rules, uid: str) -> dict[str, Any] | None:
-    """Everything known of a user: traits, open windows and counts, recent events, fires."""
+def delivery(row: DeliveryRow) -> dict[str, Any]:
+    """A delivery as people read it: times in ISO-8601, and the reason it is held, dropped or dead."""
+    out = asdict(row)
+    for name in ("next_at", "created_at", "updated_at", "delivered_at"):
+        if out[name] is not None:
+            out[name] = format_ms(out[name])
+    return out
+
+
+def user(store: Store, rules: Rules, uid: str, outbox: SqliteOutbox | None = None) -> dict[str, Any] | None:
+    """Everything known of a user: traits, open windows and counts, recent events, fires and
+    what became of each fire's deliveries (sent, held, dropped, dead, and why)."""
     data = store.user_state(uid)
     linked = store.links_to(uid)
     recent = store.events(users=[uid, *linked], limit=50)
@@ -109,4 +123,5 @@ def user(store: Store, rules: Rules, uid: str) -> dict[str, Any] | None:
         "counts": {"recent_events": len(recent), "fires": len(fired), "suppressed": len(fires) - len(fired)},
         "recent_events": [event(row) for row in recent],
         "fires": [{**fire(f), "explanation": _explain(f)} for f in fires],
+        "deliveries": [delivery(row) for row in outbox.find(user=uid, limit=100)] if outbox is not None else [],
     }
