@@ -74,7 +74,6 @@ def test_an_action_misconfiguration_names_the_field(name: str, action: str, fiel
 
 
 def test_an_unknown_action_in_a_trigger_lists_the_defined_ones() -> None:
-    found = problems(trigger="    holdout: 10%").copy() if False else None
     text = BASE.format(actions=GOOD_ACTION, settings="", trigger="").replace("[a1]", "[a1, a2]")
     with pytest.raises(RulesError) as caught:
         parse_rules(text, "rules.yaml", environ={})
