@@ -17,7 +17,7 @@ from test_example_e2e import Lines, free_port
 from tripwire.store import SqliteOutbox, SqliteStore
 
 RULES = """
-settings: {allowed_lateness: 0s}
+settings: {allowed_lateness: 1s}
 actions:
   hook: {type: webhook, url: "URL/hooks", allow_private: true}
 triggers:

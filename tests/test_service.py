@@ -59,7 +59,7 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 async def test_acknowledged_events_are_in_the_log_with_their_decisions(rules_path: Path, tmp_path: Path) -> None:
     service = Service(rules_path, tmp_path / "data")
     await service.start()
-    now = service.now_ms()
+    now = service.now_ms() + 1000  # ahead of the wall-clock watermark (no lateness is allowed)
     decisions = await service.submit([track("buy", "u1", "m1", now), track("buy", "u1", "m1", now)])
     late = await service.submit([track("buy", "u1", "m2", now - 60_000)])
     await service.stop()
@@ -76,7 +76,9 @@ async def test_an_absence_fires_on_the_wall_clock_within_a_second(rules_path: Pa
     await service.start()
     seen: list[Fire] = []
     service.listeners.append(seen.extend)
-    start = service.now_ms()
+    # stamped a little ahead: with no allowed lateness, an event already behind the
+    # wall clock when the writer decides it would be late (SPEC §2)
+    start = service.now_ms() + 50
     await service.submit([track("add", "u1", "m1", start)])
     await wait_for(lambda: any(f.trigger == "cart" for f in seen))
     emitted = service.now_ms()
