@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from channel_kit import FIRE_ID, action, message, serve
 from tripwire.actions.in_app import InAppChannel, Inbox
 from tripwire.server.auth import Secret
-from tripwire.server.inbox import inbox_routes, load_inbox_secret, user_token
+from tripwire.server.credentials import load_credentials
+from tripwire.server.inbox import inbox_routes, user_token
 from tripwire.server.replies import HANDLED, handle_error
 from tripwire.store.inbox import SqliteInbox
 from tripwire.store.sqlite import SqliteStore
@@ -304,19 +305,24 @@ async def wait_for_no_subscribers(setup: Setup, user: str) -> None:
 
 
 def test_the_inbox_secret_comes_from_the_environment(tmp_path: Path) -> None:
-    secret, note = load_inbox_secret(tmp_path, {"TRIPWIRE_INBOX_SECRET": "from-env"})
-    assert secret.reveal() == "from-env" and note == ("inbox secret", None, "from TRIPWIRE_INBOX_SECRET")
+    env = {"TRIPWIRE_INBOX_SECRET": "from-env", "TRIPWIRE_WRITE_KEYS": "wk", "TRIPWIRE_ADMIN_TOKEN": "adm"}
+    credentials = load_credentials(tmp_path, env)
+    assert credentials.inbox_secret.reveal() == "from-env"
+    assert ("inbox secret", None, "from TRIPWIRE_INBOX_SECRET") in credentials.notes
     assert not (tmp_path / "credentials.json").exists()
 
 
 def test_the_inbox_secret_is_made_once_and_kept_beside_the_other_credentials(tmp_path: Path) -> None:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"write_keys": ["wk"], "admin_token": "adm"}))
-    secret, note = load_inbox_secret(tmp_path, {})
-    assert note == ("inbox secret", secret.reveal(), f"new, saved in {path}") and len(secret.reveal()) >= 40
+    credentials = load_credentials(tmp_path, {})
+    secret = credentials.inbox_secret
+    assert ("inbox secret", secret.reveal(), f"new, saved in {path}") in credentials.notes
+    assert len(secret.reveal()) >= 40
     saved = json.loads(path.read_text())
     assert saved == {"write_keys": ["wk"], "admin_token": "adm", "inbox_secret": secret.reveal()}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    again, note = load_inbox_secret(tmp_path, {})
-    assert again.reveal() == secret.reveal() and note == ("inbox secret", None, f"saved in {path}")
-    assert "inbox" not in repr(again) and secret.reveal() not in repr(again)
+    again = load_credentials(tmp_path, {})
+    assert again.inbox_secret.reveal() == secret.reveal()
+    assert ("inbox secret", None, f"saved in {path}") in again.notes
+    assert "inbox" not in repr(again.inbox_secret) and secret.reveal() not in repr(again.inbox_secret)

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
-import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -30,7 +26,6 @@ from tripwire.server.replies import JSONReply, Rejection
 from tripwire.store.inbox import InboxItem
 from tripwire.timestamps import format_ms
 
-CREDENTIALS_FILE: Final = "credentials.json"
 HEARTBEAT_SECONDS: Final = 15.0
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
@@ -44,30 +39,6 @@ HOW_TO_SIGN_USER: Final = (
 def user_token(secret: Secret, user_id: str) -> str:
     """The token that proves `user_id`: hex HMAC-SHA256(inbox secret, user id)."""
     return hmac.new(secret.reveal().encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def load_inbox_secret(
-    data_dir: Path, environ: Mapping[str, str] | None = None
-) -> tuple[Secret, tuple[str, str | None, str]]:
-    """The inbox secret from TRIPWIRE_INBOX_SECRET, else from the data folder's credentials file,
-    else made now and saved there (owner-only); with a (label, value or None, source) note for the operator."""
-    env = os.environ if environ is None else environ
-    value = env.get("TRIPWIRE_INBOX_SECRET", "").strip()
-    if value:
-        return Secret(value), ("inbox secret", None, "from TRIPWIRE_INBOX_SECRET")
-    path = data_dir / CREDENTIALS_FILE
-    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    if isinstance(saved.get("inbox_secret"), str) and saved["inbox_secret"]:
-        return Secret(saved["inbox_secret"]), ("inbox secret", None, f"saved in {path}")
-    value = secrets.token_urlsafe(32)
-    saved["inbox_secret"] = value
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(saved, handle, indent=2)
-    tmp.replace(path)
-    return Secret(value), ("inbox secret", value, f"new, saved in {path}")
 
 
 def item_json(item: InboxItem) -> dict[str, Any]:

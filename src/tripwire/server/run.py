@@ -6,15 +6,11 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
-import os
-import secrets
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -27,8 +23,8 @@ from tripwire.actions.in_app import Inbox
 from tripwire.actions.registry import make_channel
 from tripwire.engine import Fire
 from tripwire.server.app import create_app
-from tripwire.server.auth import Secret
-from tripwire.server.inbox import inbox_routes, load_inbox_secret
+from tripwire.server.credentials import load_credentials
+from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import PROCESSORS
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
@@ -36,60 +32,7 @@ from tripwire.store import SqliteOutbox
 from tripwire.store.goals import SqliteGoals
 from tripwire.store.inbox import SqliteInbox
 
-CREDENTIALS_FILE = "credentials.json"
 GOAL_SWEEP_SECONDS = 5.0
-
-
-@dataclass
-class Credentials:
-    write_keys: list[Secret]
-    admin_token: Secret
-    # what to tell the operator once, at start: (label, value or None, where it comes from)
-    notes: list[tuple[str, str | None, str]]
-
-
-def load_credentials(data_dir: Path, environ: dict[str, str] | None = None) -> Credentials:
-    """Write keys and admin token: from TRIPWIRE_WRITE_KEYS / TRIPWIRE_ADMIN_TOKEN, else
-    from the data folder, else made now and saved there (readable by the owner only)."""
-    env = os.environ if environ is None else environ
-    path = data_dir / CREDENTIALS_FILE
-    saved: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
-    notes: list[tuple[str, str | None, str]] = []
-    changed = False
-
-    keys_text = env.get("TRIPWIRE_WRITE_KEYS", "").strip()
-    if keys_text:
-        keys = [k.strip() for k in keys_text.split(",") if k.strip()]
-        notes.append(("write keys", None, "from TRIPWIRE_WRITE_KEYS"))
-    elif isinstance(saved_keys := saved.get("write_keys"), list) and saved_keys:
-        keys = [str(k) for k in saved_keys]
-        notes.append(("write keys", None, f"saved in {path}"))
-    else:
-        keys = [secrets.token_urlsafe(24)]
-        saved["write_keys"] = keys
-        changed = True
-        notes.append(("write key", keys[0], f"new, saved in {path}"))
-
-    token = env.get("TRIPWIRE_ADMIN_TOKEN", "").strip()
-    if token:
-        notes.append(("admin token", None, "from TRIPWIRE_ADMIN_TOKEN"))
-    elif isinstance(saved.get("admin_token"), str) and saved["admin_token"]:
-        token = str(saved["admin_token"])
-        notes.append(("admin token", None, f"saved in {path}"))
-    else:
-        token = secrets.token_urlsafe(32)
-        saved["admin_token"] = token
-        changed = True
-        notes.append(("admin token", token, f"new, saved in {path}"))
-
-    if changed:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(saved, handle, indent=2)
-        tmp.replace(path)
-    return Credentials([Secret(k) for k in keys], Secret(token), notes)
 
 
 class _Server(uvicorn.Server):
@@ -143,8 +86,6 @@ async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level:
     """Run until SIGINT or SIGTERM; then stop taking traffic, finish deliveries in flight,
     drain the ingest queue, commit and exit."""
     credentials = load_credentials(data_dir)
-    inbox_secret, note = load_inbox_secret(data_dir)
-    credentials.notes.append(note)
     service = Service(rules, data_dir)
     await service.start()  # opens the store and applies migrations first
     metrics = Metrics()
@@ -165,7 +106,7 @@ async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level:
         admin_token=credentials.admin_token,
         metrics=metrics,
         delivery=(outbox, goals),
-        extra_routes=inbox_routes(inbox, write_keys=credentials.write_keys, secret=inbox_secret),
+        extra_routes=inbox_routes(inbox, write_keys=credentials.write_keys, secret=credentials.inbox_secret),
     )
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10

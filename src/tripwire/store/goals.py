@@ -8,29 +8,16 @@ was down, and a conversion is found whichever of the fire and the goal event cam
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from pathlib import Path
 from typing import Any
 
-from tripwire.store.sqlite import connect
+from tripwire.store.sqlite import SqliteFile
 
 FireAfter = tuple[int, str, str, str, int, bool]  # n, fire_id, trigger, user_id, fire_time, holdout
 EventAfter = tuple[int, str, int, bytes, str | None, str | None]  # seq, messageId, ts, body, userId, anonymousId
 
 
-class SqliteGoals:
+class SqliteGoals(SqliteFile):
     """Reads fires and events, records conversions, in the server's SQLite file."""
-
-    def __init__(self, data_dir: str | Path) -> None:
-        self.path = Path(data_dir) / "tripwire.db"
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path)
-        return conn
 
     def cursor(self) -> tuple[int, int]:
         """(last fire, last event) already swept."""

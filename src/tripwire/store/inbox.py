@@ -7,14 +7,11 @@ once per (fire_id, action), so a retried delivery never shows twice. Times are e
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from tripwire.store.sqlite import connect
+from tripwire.store.sqlite import SqliteFile
 
 _COLUMNS = "id, user_id, fire_id, action, title, body, url, created_at, expires_at, read_at"
 
@@ -74,18 +71,8 @@ def _item(row: tuple[Any, ...]) -> InboxItem:
     return InboxItem(*row)
 
 
-class SqliteInbox:
+class SqliteInbox(SqliteFile):
     """The inbox in the server's SQLite file; safe to use from several threads."""
-
-    def __init__(self, data_dir: str | Path) -> None:
-        self.path = Path(data_dir) / "tripwire.db"
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path)
-        return conn
 
     def add(self, item: NewInboxItem) -> tuple[InboxItem, bool]:
         conn = self._conn()

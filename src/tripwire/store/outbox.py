@@ -7,13 +7,10 @@ claimed again when its lease runs out, and sent again with the same idempotency 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tripwire.store.sqlite import connect
+from tripwire.store.sqlite import SqliteFile
 
 PENDING, SENDING, DELIVERED, DEAD, DROPPED = "pending", "sending", "delivered", "dead", "dropped"
 _COLUMNS = (
@@ -49,18 +46,8 @@ class Attempt:
     error: str | None
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteFile):
     """Deliveries in the server's SQLite file; safe to use from several threads."""
-
-    def __init__(self, data_dir: str | Path) -> None:
-        self.path = Path(data_dir) / "tripwire.db"
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path)
-        return conn
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run one statement in its own transaction; its rows (for RETURNING) are fetched first."""

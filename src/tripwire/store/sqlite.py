@@ -130,6 +130,20 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class SqliteFile:
+    """The server's SQLite file, with one connection per thread (sqlite3 connections are not shared)."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / "tripwire.db"
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+
 def _log_row(row: tuple[Any, ...]) -> LogRow:
     return LogRow(*row)
 
@@ -206,14 +220,16 @@ class SqliteBatch:
         )
 
 
-class SqliteStore:
-    """All of a server's durable state in one SQLite file (`DATA/tripwire.db`)."""
+class SqliteStore(SqliteFile):
+    """All of a server's durable state in one SQLite file (`DATA/tripwire.db`).
+
+    Writes go through one connection (`write()`); reads use one connection per thread.
+    """
 
     def __init__(self, data_dir: str | Path) -> None:
+        super().__init__(data_dir)
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / "tripwire.db"
         self._writer: sqlite3.Connection | None = None
-        self._local = threading.local()
         self._write_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -248,7 +264,7 @@ class SqliteStore:
             self._writer = None
 
     def migrations(self) -> list[tuple[int, str]]:
-        return [(v, n) for v, n in self._read().execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+        return [(v, n) for v, n in self._conn().execute("SELECT version, name FROM schema_migrations ORDER BY version")]
 
     @contextmanager
     def write(self) -> Iterator[SqliteBatch]:
@@ -263,42 +279,36 @@ class SqliteStore:
                 raise
             conn.execute("COMMIT")
 
-    def _read(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path)
-        return conn
-
     # -- recovery ------------------------------------------------------------------------
 
     def load_meta(self) -> bytes | None:
-        row = self._read().execute("SELECT value FROM meta WHERE name = 'engine'").fetchone()
+        row = self._conn().execute("SELECT value FROM meta WHERE name = 'engine'").fetchone()
         return bytes(row[0]) if row else None
 
     def load_links(self) -> dict[str, str]:
-        return dict(self._read().execute("SELECT id, target FROM links"))
+        return dict(self._conn().execute("SELECT id, target FROM links"))
 
     def iter_users(self) -> Iterator[tuple[str, bytes]]:
-        yield from self._read().execute("SELECT uid, state FROM users")
+        yield from self._conn().execute("SELECT uid, state FROM users")
 
     def accepted_ids_since(self, ts: int) -> Iterator[tuple[str, int]]:
-        yield from self._read().execute(
+        yield from self._conn().execute(
             "SELECT message_id, ts FROM events WHERE decision = 'accepted' AND ts >= ? ORDER BY seq", (ts,)
         )
 
     def accepted_after(self, ts: int) -> Iterator[LogRow]:
         query = f"SELECT {_LOG_COLUMNS} FROM events WHERE decision = 'accepted' AND ts > ? ORDER BY seq"
-        for row in self._read().execute(query, (ts,)):
+        for row in self._conn().execute(query, (ts,)):
             yield _log_row(row)
 
     def iter_log(self) -> Iterator[LogRow]:
-        for row in self._read().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq"):
+        for row in self._conn().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq"):
             yield _log_row(row)
 
     # -- queries ---------------------------------------------------------------------------
 
     def user_state(self, uid: str) -> bytes | None:
-        row = self._read().execute("SELECT state FROM users WHERE uid = ?", (uid,)).fetchone()
+        row = self._conn().execute("SELECT state FROM users WHERE uid = ?", (uid,)).fetchone()
         return bytes(row[0]) if row else None
 
     def fires(
@@ -313,20 +323,20 @@ class SqliteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY fire_time DESC, n DESC LIMIT ?"
-        return [_fire_row(row) for row in self._read().execute(sql, (*params, limit))]
+        return [_fire_row(row) for row in self._conn().execute(sql, (*params, limit))]
 
     def fire_counts(self) -> dict[str, tuple[int, int]]:
-        rows = self._read().execute(
+        rows = self._conn().execute(
             "SELECT trigger, SUM(suppressed IS NULL), SUM(suppressed IS NOT NULL) FROM fires GROUP BY trigger"
         )
         return {trigger: (fired, suppressed) for trigger, fired, suppressed in rows}
 
     def events(self, *, users: list[str] | None = None, limit: int = 100) -> list[LogRow]:
         if users is None:
-            rows = self._read().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (limit,))
+            rows = self._conn().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (limit,))
         else:
             marks = ", ".join("?" * len(users))
-            rows = self._read().execute(
+            rows = self._conn().execute(
                 f"SELECT {_LOG_COLUMNS} FROM events WHERE user_id IN ({marks}) OR anonymous_id IN ({marks})"
                 " ORDER BY seq DESC LIMIT ?",
                 (*users, *users, limit),
@@ -334,17 +344,17 @@ class SqliteStore:
         return [_log_row(row) for row in rows]
 
     def fire(self, fire_id: str) -> FireRow | None:
-        row = self._read().execute(f"SELECT {_FIRE_COLUMNS} FROM fires WHERE fire_id = ?", (fire_id,)).fetchone()
+        row = self._conn().execute(f"SELECT {_FIRE_COLUMNS} FROM fires WHERE fire_id = ?", (fire_id,)).fetchone()
         return _fire_row(row) if row else None
 
     def events_by_id(self, message_ids: list[str]) -> list[LogRow]:
         """The accepted events with these messageIds, in arrival order."""
         marks = ", ".join("?" * len(message_ids))
-        rows = self._read().execute(
+        rows = self._conn().execute(
             f"SELECT {_LOG_COLUMNS} FROM events WHERE message_id IN ({marks}) AND decision = 'accepted' ORDER BY seq",
             message_ids,
         )
         return [_log_row(row) for row in rows]
 
     def links_to(self, uid: str) -> list[str]:
-        return [row[0] for row in self._read().execute("SELECT id FROM links WHERE target = ?", (uid,))]
+        return [row[0] for row in self._conn().execute("SELECT id FROM links WHERE target = ?", (uid,))]
