@@ -162,7 +162,8 @@ class Ingest:
         payload["type"] = request.url.path.rsplit("/", 1)[-1]
         self.metrics.received(1)
         try:
-            event = self._prepare(payload, self.service.now_ms())
+            now = self.service.now_ms()
+            event = self._prepare(payload, now, format_ms(now))
         except EventError as exc:
             return self._all_bad([{"index": 0, "field": exc.field, "message": exc.message}], request)
         await self._submit([event], started)
@@ -172,7 +173,8 @@ class Ingest:
         """A list of events under `batch`, with a shared `sentAt` and `context`."""
         started = time.perf_counter()
         header_key = self._header_key(request)
-        payload = decode_object(await read_body(request, self.limits.batch, "batch"))
+        body = await read_body(request, self.limits.batch, "batch")
+        payload = decode_object(body)
         self._authorize(header_key, payload)
         items = payload.get("batch")
         if not isinstance(items, list):
@@ -183,11 +185,13 @@ class Ingest:
             raise Rejection(400, "bad_request", "context: expected a JSON object", field="context")
         self.metrics.received(len(items))
         now = self.service.now_ms()
+        received_at = format_ms(now)  # one instant for the whole request
+        check_size = len(body) > self.limits.event  # no event of a smaller body can be over the limit
         events: list[Event] = []
         errors: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             try:
-                events.append(self._prepare_item(item, sent_at, context, now))
+                events.append(self._prepare_item(item, sent_at, context, now, received_at, check_size))
             except EventError as exc:
                 errors.append({"index": index, "field": exc.field, "message": exc.message})
         if errors and not events:
@@ -217,11 +221,19 @@ class Ingest:
             problem = "no write key was given" if candidate is None else "the write key is not valid"
             raise Rejection(401, "unauthorized", f"{problem}; {HOW_TO_PASS_WRITE_KEY}")
 
-    def _prepare_item(self, item: Any, sent_at: Any, context: dict[str, Any] | None, now: int) -> Event:
+    def _prepare_item(
+        self,
+        item: Any,
+        sent_at: Any,
+        context: dict[str, Any] | None,
+        now: int,
+        received_at: str,
+        check_size: bool,
+    ) -> Event:
         """One event of a batch, with the batch's `sentAt` and `context` under its own fields."""
         if not isinstance(item, dict):
             raise EventError("(event)", f"an event is a JSON object, not {type(item).__name__}")
-        size = len(_encode(item))
+        size = len(_encode(item)) if check_size else 0
         if size > self.limits.event:
             raise EventError(
                 "(event)",
@@ -233,13 +245,13 @@ class Ingest:
             event["sentAt"] = sent_at
         if context is not None:
             event["context"] = _merge_context(context, item.get("context"))
-        return self._prepare(event, now)
+        return self._prepare(event, now, received_at)
 
     @staticmethod
-    def _prepare(event: dict[str, Any], now: int) -> Event:
+    def _prepare(event: dict[str, Any], now: int, received_at: str) -> Event:
         """Stamp what the server owns (`receivedAt`, a missing `messageId`), validate, correct skew."""
         event.pop("writeKey", None)  # never stored, so /api/events cannot show it
-        event["receivedAt"] = format_ms(now)
+        event["receivedAt"] = received_at
         if event.get("messageId") is None:
             event["messageId"] = str(uuid.uuid4())
         parsed = parse_event(event)
