@@ -177,7 +177,7 @@ class Service:
             new.force_accept(event)
         new.accepted = old.accepted
         new.counts = old.counts
-        new.dirty = set(old.users) | old.dirty
+        new.dirty = _touched_by_reload(old, new) | old.dirty
         new.dirty_links = old.dirty_links
         self.engine = new
         self.rules = rules
@@ -327,6 +327,24 @@ class Service:
     def events(self, *, user: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         users = None if user is None else [user, *self.store.links_to(user)]
         return [views.event(row) for row in self.store.events(users=users, limit=limit)]
+
+
+def _touched_by_reload(old: Engine, new: Engine) -> set[str]:
+    """The users whose saved state a reload changes: those holding state of a trigger (or a
+    guard) that was changed or removed. Only they are written again, not every user."""
+    kept = {(p.trigger.id, p.trigger.fingerprint) for p in new.plan.triggers}
+    gone = {p.index for p in old.plan.triggers if (p.trigger.id, p.trigger.fingerprint) not in kept}
+    patterns = {slot.pattern.text for slot in new.plan.guard_slots}
+    gone_guards = {g for g, slot in enumerate(old.plan.guard_slots) if slot.pattern.text not in patterns}
+    touched = set()
+    for uid, user in old.users.items():
+        if (
+            any(user.slots[i] is not None for i in gone)
+            or (user.last_fire is not None and not gone.isdisjoint(user.last_fire))
+            or (user.history is not None and not gone_guards.isdisjoint(user.history))
+        ):
+            touched.add(uid)
+    return touched
 
 
 class _Idle:
