@@ -43,6 +43,7 @@ DUPLICATE_RATE = 0.001  # an SDK retry resends the same payload
 SHUFFLE_RATE = 0.01  # arrives 1-3 s after its event time instead of < 300 ms
 VERY_LATE_RATE = 0.0002  # arrives minutes to hours late (an offline phone)
 
+# fmt: off
 _CATEGORIES = (
     "shoes", "jackets", "shirts", "bags", "watches", "headphones", "speakers",
     "vinyl", "books", "kitchen", "lamps", "plants",
@@ -100,6 +101,7 @@ _REFERRERS = (
     "https://newsletter.example.com/", "https://www.bing.com/",
 )
 _SITE = "https://shop.example.com"
+# fmt: on
 
 
 class _Product:
@@ -115,8 +117,19 @@ class _Product:
 
 
 class _User:
-    __slots__ = ("anon", "cart", "context", "email", "name", "plan", "platform",
-                 "registered", "traits", "tz", "user_id")
+    __slots__ = (
+        "anon",
+        "cart",
+        "context",
+        "email",
+        "name",
+        "plan",
+        "platform",
+        "registered",
+        "traits",
+        "tz",
+        "user_id",
+    )
 
     def __init__(self, rng: random.Random, i: int, anon: str) -> None:
         self.user_id = f"usr_{i:07d}"
@@ -135,19 +148,30 @@ class _User:
         locale = rng.choice(_LOCALES)
         ip = f"{rng.randrange(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
         if self.platform == "web":
-            self.context = {"library": _WEB_LIBRARY, "userAgent": rng.choice(_USER_AGENT),
-                            "locale": locale, "ip": ip, "timezone": self.tz}
+            self.context = {
+                "library": _WEB_LIBRARY,
+                "userAgent": rng.choice(_USER_AGENT),
+                "locale": locale,
+                "ip": ip,
+                "timezone": self.tz,
+            }
         else:
             library, os_, device = _IOS if self.platform == "ios" else _ANDROID
-            self.context = {"app": _APP, "library": library, "os": os_, "device": device,
-                            "locale": locale, "ip": ip, "timezone": self.tz}
+            self.context = {
+                "app": _APP,
+                "library": library,
+                "os": os_,
+                "device": device,
+                "locale": locale,
+                "ip": ip,
+                "timezone": self.tz,
+            }
 
 
 class _Stream:
     """The state of one generated stream; `events()` yields dicts in arrival order."""
 
-    def __init__(self, n_events: int, n_users: int, seed: int, start_ms: int,
-                 days: float) -> None:
+    def __init__(self, n_events: int, n_users: int, seed: int, start_ms: int, days: float) -> None:
         if n_events < 0 or n_users < 1:
             raise ValueError("need n_events >= 0 and n_users >= 1")
         self.n_events = n_events
@@ -213,8 +237,9 @@ class _Stream:
         anon = user.anon
         referrer = rng.choice(_REFERRERS)
 
-        def event(kind: str, name: str | None, props: dict[str, Any] | None,
-                  page: dict[str, Any] | None = None) -> dict[str, Any]:
+        def event(
+            kind: str, name: str | None, props: dict[str, Any] | None, page: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
             ev: dict[str, Any] = {"type": kind}
             if name is not None:
                 ev["event" if kind == "track" else "name"] = name
@@ -236,11 +261,9 @@ class _Stream:
         def view(name: str, path: str, title: str) -> dict[str, Any]:
             nonlocal referrer
             if web:
-                page = {"path": path, "url": _SITE + path, "title": title,
-                        "referrer": referrer}
+                page = {"path": path, "url": _SITE + path, "title": title, "referrer": referrer}
                 referrer = _SITE + path
-                return event("page", name, {"path": path, "url": _SITE + path,
-                                            "title": title}, page)
+                return event("page", name, {"path": path, "url": _SITE + path, "title": title}, page)
             return event("screen", name, {"path": path})
 
         def identify() -> dict[str, Any]:
@@ -248,8 +271,13 @@ class _Stream:
             logged_in = True
             user.registered = True
             if user.traits is None:
-                user.traits = {"email": user.email, "name": user.name, "plan": user.plan,
-                               "timezone": user.tz, "created_at": self._stamp(t)}
+                user.traits = {
+                    "email": user.email,
+                    "name": user.name,
+                    "plan": user.plan,
+                    "timezone": user.tz,
+                    "created_at": self._stamp(t),
+                }
             elif rng.random() < 0.05:
                 user.plan = "premium" if user.plan != "free" else "plus"
                 user.traits = {**user.traits, "plan": user.plan}
@@ -275,10 +303,20 @@ class _Stream:
                 t += gap(8)
                 song = rng.randrange(self.n_songs)
                 duration = rng.randrange(120, 330)
-                yield t, event("track", "song_played", {
-                    "song_id": f"song_{song:05d}", "artist": _ARTISTS[song % len(_ARTISTS)],
-                    "title": f"Track {song}", "duration_s": duration, "position": position,
-                })
+                yield (
+                    t,
+                    event(
+                        "track",
+                        "song_played",
+                        {
+                            "song_id": f"song_{song:05d}",
+                            "artist": _ARTISTS[song % len(_ARTISTS)],
+                            "title": f"Track {song}",
+                            "duration_s": duration,
+                            "position": position,
+                        },
+                    ),
+                )
                 # Most people skip after a while; a third listen to the end.
                 t += int(duration * 1000 * (1.0 if rng.random() < 0.33 else rng.random()))
             return
@@ -309,19 +347,41 @@ class _Stream:
             path = f"/p/{product.id}"
             yield t, view("Product", path, product.name)
             t += gap(2)
-            yield t, event("track", "product_viewed", {
-                "product_id": product.id, "sku": product.sku, "name": product.name,
-                "category": product.category, "price": product.price, "currency": "EUR",
-            })
+            yield (
+                t,
+                event(
+                    "track",
+                    "product_viewed",
+                    {
+                        "product_id": product.id,
+                        "sku": product.sku,
+                        "name": product.name,
+                        "category": product.category,
+                        "price": product.price,
+                        "currency": "EUR",
+                    },
+                ),
+            )
             if rng.random() < 0.22:
                 t += gap(20)
                 quantity = 1 if rng.random() < 0.85 else rng.randrange(2, 4)
                 user.cart.append(product)
-                yield t, event("track", "add_to_cart", {
-                    "product_id": product.id, "sku": product.sku, "name": product.name,
-                    "price": product.price, "quantity": quantity, "currency": "EUR",
-                    "cart_id": f"cart_{user.user_id}",
-                })
+                yield (
+                    t,
+                    event(
+                        "track",
+                        "add_to_cart",
+                        {
+                            "product_id": product.id,
+                            "sku": product.sku,
+                            "name": product.name,
+                            "price": product.price,
+                            "quantity": quantity,
+                            "currency": "EUR",
+                            "cart_id": f"cart_{user.user_id}",
+                        },
+                    ),
+                )
         if user.cart and rng.random() < 0.06:
             t += gap(10)
             gone = user.cart.pop(rng.randrange(len(user.cart)))
@@ -344,13 +404,15 @@ class _Stream:
             bought = [user.cart.pop(rng.randrange(len(user.cart)))]
         else:
             bought, user.cart = user.cart, []
-        items = [{"product_id": p.id, "sku": p.sku, "name": p.name, "price": p.price,
-                  "quantity": 1} for p in bought]
+        items = [{"product_id": p.id, "sku": p.sku, "name": p.name, "price": p.price, "quantity": 1} for p in bought]
         total = round(sum(p.price for p in bought), 2)
         props: dict[str, Any] = {
             "order_id": f"ord_{rng.getrandbits(40):010x}",
-            "total": total, "revenue": round(total / 1.19, 2),
-            "tax": round(total - total / 1.19, 2), "currency": "EUR", "products": items,
+            "total": total,
+            "revenue": round(total / 1.19, 2),
+            "tax": round(total - total / 1.19, 2),
+            "currency": "EUR",
+            "products": items,
         }
         if len(bought) == 1:
             props["product_id"] = bought[0].id
@@ -377,8 +439,7 @@ class _Stream:
                     return now
 
         next_start = next_session_time(next_start)
-        active: list[tuple[int, int, dict[str, Any], Iterator[tuple[int, dict[str, Any]]],
-                           _User]] = []
+        active: list[tuple[int, int, dict[str, Any], Iterator[tuple[int, dict[str, Any]]], _User]] = []
         pending: list[tuple[int, int, dict[str, Any]]] = []  # arrival-order buffer
         heappush, heappop = heapq.heappush, heapq.heappop
         produced = 0
@@ -389,7 +450,7 @@ class _Stream:
         while produced < n_events:
             # Start every session due before the next event of an active one.
             horizon = active[0][0] if active else math.inf
-            while next_start <= horizon or follow_ups and follow_ups[0][0] <= horizon:
+            while next_start <= horizon or (follow_ups and follow_ups[0][0] <= horizon):
                 if follow_ups and follow_ups[0][0] <= next_start:
                     start, _, user = heappop(follow_ups)
                 else:
@@ -436,8 +497,9 @@ class _Stream:
             yield heappop(pending)[2]
 
 
-def generate(n_events: int, n_users: int, seed: int = 1, *, start: str = DEFAULT_START,
-             days: float = DEFAULT_DAYS) -> Iterator[dict[str, Any]]:
+def generate(
+    n_events: int, n_users: int, seed: int = 1, *, start: str = DEFAULT_START, days: float = DEFAULT_DAYS
+) -> Iterator[dict[str, Any]]:
     """Yield `n_events` shop events for about `n_users` users, in arrival order.
 
     Deterministic for a given seed. `start` is the ISO-8601 time of the first
@@ -456,15 +518,14 @@ def _open_out(path: str) -> IO[str]:
     if path.endswith(".jsonl.gz"):
         raw = open(path, "wb")  # noqa: SIM115  # closed through the wrapper
         # mtime=0 and no file name in the header keep the output byte-for-byte stable.
-        gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=5, mtime=0)
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=3, mtime=0)
         return io.TextIOWrapper(gz, encoding="utf-8", newline="\n")
     if path.endswith(".jsonl"):
-        return open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        return open(path, "w", encoding="utf-8", newline="\n")
     raise SystemExit(f"--out: {path!r} must be '-' or end with .jsonl or .jsonl.gz")
 
 
-def write(events: Iterator[dict[str, Any]], out: IO[str], total: int,
-          progress: bool) -> int:
+def write(events: Iterator[dict[str, Any]], out: IO[str], total: int, progress: bool) -> int:
     """Write `events` as JSON lines to `out`; returns how many were written."""
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     chunk: list[str] = []
@@ -501,9 +562,14 @@ def _progress(total: int) -> tuple[Any, Any] | None:
         )
     except ImportError:
         return None
-    progress = Progress("[progress.description]{task.description}", BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
     task = progress.add_task("events", total=total)
     progress.start()
     return progress, task
@@ -512,19 +578,21 @@ def _progress(total: int) -> tuple[Any, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Write a realistic shop event stream (Segment JSON lines).",
-        epilog="example: python examples/shop/generate.py --events 100000 --users 10000 "
-               "--seed 1 --out shop.jsonl.gz",
+        epilog="example: python examples/shop/generate.py --events 100000 --users 10000 --seed 1 --out shop.jsonl.gz",
     )
     parser.add_argument("--events", type=int, default=10_000, help="events to write")
     parser.add_argument("--users", type=int, default=1_000, help="size of the user base")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--out", default="-",
-                        help="'-' for stdout, or a path ending in .jsonl or .jsonl.gz")
-    parser.add_argument("--start", default=DEFAULT_START,
-                        help=f"event time of the first session (default {DEFAULT_START})")
-    parser.add_argument("--days", type=float, default=DEFAULT_DAYS,
-                        help=f"about how many days of event time to span "
-                             f"(default {DEFAULT_DAYS:g})")
+    parser.add_argument("--out", default="-", help="'-' for stdout, or a path ending in .jsonl or .jsonl.gz")
+    parser.add_argument(
+        "--start", default=DEFAULT_START, help=f"event time of the first session (default {DEFAULT_START})"
+    )
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=DEFAULT_DAYS,
+        help=f"about how many days of event time to span (default {DEFAULT_DAYS:g})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.events < 0 or args.users < 1:
@@ -532,8 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     out = _open_out(args.out)
     began = time.perf_counter()
     try:
-        events = generate(args.events, args.users, args.seed, start=args.start,
-                          days=args.days)
+        events = generate(args.events, args.users, args.seed, start=args.start, days=args.days)
         show = not args.quiet and args.events >= 200_000 and sys.stderr.isatty()
         written = write(events, out, args.events, show)
     finally:

@@ -67,7 +67,7 @@ class Replayer:
     """Feeds decoded events to an engine in batches; fires go to `emit` as they become final."""
 
     def __init__(self, rules: Rules, emit: Callable[[Fire], None], *, keep_bad: int = 1_000) -> None:
-        self.engine = Engine(rules, dedup_window=None)
+        self.engine = Engine(rules, dedup_window=None, track_dirty=False)
         self.emit = emit
         self.stats = ReplayStats()
         self.keep_bad = keep_bad

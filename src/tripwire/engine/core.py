@@ -41,8 +41,9 @@ class Engine:
     the fires it produced, suppressed ones included, in processing order.
     """
 
-    def __init__(self, rules: Rules, *, dedup_window: int | None = None) -> None:
-        """`dedup_window` (ms) bounds how long messageIds are remembered; None keeps all."""
+    def __init__(self, rules: Rules, *, dedup_window: int | None = None, track_dirty: bool = True) -> None:
+        """`dedup_window` (ms) bounds how long messageIds are remembered; None keeps all.
+        `track_dirty` keeps the set of users whose state changed, for a store to save."""
         self.rules = rules
         self.plan = Plan(rules)
         self.lateness = rules.settings.allowed_lateness
@@ -55,7 +56,7 @@ class Engine:
         self.seen: dict[str, int] = {}
         self.counts = {LATE: 0, DUPLICATE: 0}
         self.accepted = 0
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set() if track_dirty else _Forget()
         self._pending: list[tuple[int, int, Event]] = []
         self._timers: list[tuple[int, int, str, int, Any]] = []
         self._arrival = 0
@@ -172,7 +173,7 @@ class Engine:
         type_ = event.type
         uid = event.user_id or event.anonymous_id
         assert uid is not None
-        if self.links:
+        if uid in self.links:
             uid = self.resolve(uid)
         if type_ == "identify" or type_ == "alias":  # noqa: PLR1714  # faster than a set here
             self._identity(event, uid, fires)
@@ -181,9 +182,10 @@ class Engine:
         guard_steps, steps = found if found is not None else self.plan.steps(type_, name)
         if not steps and not guard_steps:
             return
-        user = self.users.get(uid)
+        users = self.users
+        user = users.get(uid)
         if user is None:
-            user = self.users[uid] = UserState(uid, self._n_triggers)
+            user = users[uid] = UserState(uid, self._n_triggers)
         self.dirty.add(uid)
         raw = event.raw
         ts = event.ts
@@ -428,3 +430,10 @@ class Engine:
 
     def timer_count(self) -> int:
         return len(self._timers)
+
+
+class _Forget(set[str]):
+    """A set that keeps nothing: dirty tracking when no store is there to save users."""
+
+    def add(self, item: str) -> None:
+        return None
