@@ -11,6 +11,7 @@ after every event with `ts <= d`. Every fire emitted is therefore final.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable
 from heapq import heappop, heappush
 from typing import Any, Final, Literal
@@ -57,7 +58,8 @@ class Engine:
         self.counts = {LATE: 0, DUPLICATE: 0}
         self.accepted = 0
         self.dirty: set[str] = set() if track_dirty else _Forget()
-        self._pending: list[tuple[int, int, Event]] = []
+        self._pending: list[tuple[int, int, Event]] = []  # sorted from _head on; before it, applied
+        self._head = 0
         self._timers: list[tuple[int, int, str, int, Any]] = []
         self._arrival = 0
         self._seq = 0
@@ -83,7 +85,7 @@ class Engine:
             if self.dedup_window is not None:
                 self._seen_order.append((ts, mid))
         self._arrival = arrival = self._arrival + 1
-        heappush(self._pending, (ts, arrival, event))
+        self._queue(ts, arrival, event)
         if ts > self.max_ts:
             self.max_ts = ts
             self.watermark = max(self.watermark, ts - self.lateness)
@@ -99,11 +101,19 @@ class Engine:
         if not event.auto_id:
             self.seen[event.message_id] = event.ts
         self._arrival += 1
-        heappush(self._pending, (event.ts, self._arrival, event))
+        self._queue(event.ts, self._arrival, event)
         if event.ts > self.max_ts:
             self.max_ts = event.ts
             self.watermark = max(self.watermark, event.ts - self.lateness)
         self.accepted += 1
+
+    def _queue(self, ts: int, arrival: int, event: Event) -> None:
+        """Keep `_pending[_head:]` sorted by (ts, arrival); most events arrive in order."""
+        pending = self._pending
+        if not pending or ts >= pending[-1][0]:
+            pending.append((ts, arrival, event))
+        else:
+            insort(pending, (ts, arrival, event), lo=self._head)
 
     # -- time --------------------------------------------------------------------------
 
@@ -125,22 +135,30 @@ class Engine:
 
     def next_due(self) -> int | None:
         """The earliest time something is waiting for (a queued event or a timer)."""
-        times = [self._pending[0][0]] if self._pending else []
+        times = [self._pending[self._head][0]] if self._head < len(self._pending) else []
         if self._timers:
             times.append(self._timers[0][0])
         return min(times) if times else None
 
     def _run(self, event_limit: int, timer_limit: int, fires: list[Fire]) -> None:
         pending = self._pending
+        head = self._head
+        end = len(pending)
         timers = self._timers
         apply = self._apply
         while True:
-            if pending and pending[0][0] <= event_limit and (not timers or pending[0][0] <= timers[0][0]):
-                apply(heappop(pending)[2], fires)
+            if head < end and pending[head][0] <= event_limit and (not timers or pending[head][0] <= timers[0][0]):
+                event = pending[head][2]
+                head += 1
+                apply(event, fires)
             elif timers and timers[0][0] <= timer_limit:
                 self._due(heappop(timers), fires)
             else:
-                return
+                break
+        if head > 4096 and head * 2 > end:
+            del pending[:head]
+            head = 0
+        self._head = head
 
     def _forget_old_ids(self) -> None:
         if self.dedup_window is None or not self._seen_order:
@@ -423,10 +441,10 @@ class Engine:
 
     def pending_events(self) -> list[Event]:
         """Accepted events the watermark has not reached yet, in reference order."""
-        return [event for _, _, event in sorted(self._pending)]
+        return [event for _, _, event in self._pending[self._head :]]
 
     def pending_count(self) -> int:
-        return len(self._pending)
+        return len(self._pending) - self._head
 
     def timer_count(self) -> int:
         return len(self._timers)
