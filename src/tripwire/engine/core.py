@@ -63,6 +63,7 @@ class Engine:
         self._timers: list[tuple[int, int, str, int, Any]] = []
         self._arrival = 0
         self._seq = 0
+        self._order = 0
         self._n_triggers = len(rules.triggers)
         self._seen_order: list[tuple[int, str]] = []
         self._steps = self.plan._steps
@@ -188,6 +189,7 @@ class Engine:
         return user
 
     def _apply(self, event: Event, fires: list[Fire]) -> None:
+        self._order += 1  # this event's place in the reference order
         type_ = event.type
         uid = event.user_id or event.anonymous_id
         assert uid is not None
@@ -284,6 +286,7 @@ class Engine:
             found = lists[kc] = CountList(kv)
         found.times.append(ts)
         found.ids.append(event.message_id)
+        found.orders.append(self._order)
         if trigger.within is not None:
             found.drop_until(ts - trigger.within)
         if len(found.times) >= trigger.count:
@@ -315,13 +318,15 @@ class Engine:
         deadline = event.ts + trigger.within
         if window is None:
             self._seq += 1
-            windows[kc] = Timer(kv, deadline, [event.message_id], self._seq)
+            windows[kc] = Timer(kv, deadline, [event.message_id], self._seq, [self._order])
             heappush(self._timers, (deadline, self._seq, user.uid, plan.index, kc))
         elif trigger.restart:
             self._seq += 1
             window.deadline = deadline
             window.ids.append(event.message_id)
             window.seq = self._seq
+            if window.orders is not None:
+                window.orders.append(self._order)
             # the heap entry at the old deadline re-queues itself when it comes due
 
     def _set_deadline(self, plan: TriggerPlan, user: UserState, deadline: int, ids: list[str]) -> None:

@@ -36,7 +36,8 @@ def merge_users(engine: Engine, source: UserState, target: UserState, at: int, f
             continue
         if plan.shape == INACTIVITY:
             theirs = target.slots[plan.index]
-            if theirs is None or mine.deadline > theirs.deadline:
+            # the later activity in the reference order wins; `seq` breaks a tie of deadlines
+            if theirs is None or (mine.deadline, mine.seq) > (theirs.deadline, theirs.seq):
                 target.slots[plan.index] = mine
                 _schedule(engine, target, plan.index, UNKEYED, mine)
             continue
@@ -67,22 +68,30 @@ def merge_users(engine: Engine, source: UserState, target: UserState, at: int, f
 
 
 def _merge_counts(first: CountList, second: CountList) -> CountList:
-    pairs = sorted(
-        [*zip(first.times, first.ids, strict=True), *zip(second.times, second.ids, strict=True)],
-        key=lambda pair: pair[0],
+    """Both lists as one, in the reference order of their events."""
+    entries = sorted(
+        [
+            *zip(first.orders, first.times, first.ids, strict=True),
+            *zip(second.orders, second.times, second.ids, strict=True),
+        ]
     )
-    earlier = first if not second.times or (first.times and first.times[0] <= second.times[0]) else second
+    earlier = first if not second.orders or (first.orders and first.orders[0] < second.orders[0]) else second
     merged = CountList(earlier.key)
-    merged.times = [t for t, _ in pairs]
-    merged.ids = [i for _, i in pairs]
+    merged.orders = [o for o, _, _ in entries]
+    merged.times = [t for _, t, _ in entries]
+    merged.ids = [i for _, _, i in entries]
     return merged
 
 
 def _merge_windows(theirs: Timer, mine: Timer, restart: bool) -> Timer:
-    first, last = (theirs, mine) if theirs.deadline <= mine.deadline else (mine, theirs)
+    """Without restart the window opened first wins; with it, the last move and every `when` event."""
+    their_orders, my_orders = theirs.orders or [0], mine.orders or [0]
+    first = theirs if their_orders[0] < my_orders[0] else mine
     if not restart:
         return first
-    return Timer(first.key, last.deadline, [*first.ids, *last.ids], last.seq)
+    last = theirs if (theirs.deadline, theirs.seq) > (mine.deadline, mine.seq) else mine
+    entries = sorted([*zip(their_orders, theirs.ids, strict=True), *zip(my_orders, mine.ids, strict=True)])
+    return Timer(first.key, last.deadline, [i for _, i in entries], last.seq, [o for o, _ in entries])
 
 
 def _schedule(engine: Engine, user: UserState, index: int, kc: Any, timer: Timer) -> None:

@@ -25,6 +25,7 @@ class _Item(msgspec.Struct, array_like=True, omit_defaults=True):
     ids: list[str] | None = None
     deadline: int | None = None  # a window or an inactivity deadline
     seq: int | None = None
+    orders: list[int] | None = None  # places in the reference order (count lists, windows)
 
 
 class _Slot(msgspec.Struct, array_like=True):
@@ -44,6 +45,7 @@ class _Meta(msgspec.Struct):
     watermark: int
     max_ts: int
     seq: int
+    order: int = 0
 
 
 _user_encoder = msgspec.msgpack.Encoder()
@@ -61,9 +63,9 @@ def dump_user(engine: Engine, user: UserState) -> bytes:
         trigger = plans[index].trigger
         values = [slot] if plans[index].shape == INACTIVITY else list(slot.values())
         items = [
-            _Item(v.key, times=v.times, ids=v.ids)
+            _Item(v.key, times=v.times, ids=v.ids, orders=v.orders)
             if isinstance(v, CountList)
-            else _Item(v.key, ids=v.ids, deadline=v.deadline, seq=v.seq)
+            else _Item(v.key, ids=v.ids, deadline=v.deadline, seq=v.seq, orders=v.orders)
             for v in values
         ]
         slots.append(_Slot(trigger.id, trigger.fingerprint, items))
@@ -90,9 +92,11 @@ def load_user(engine: Engine, uid: str, data: bytes) -> UserState:
                 found = CountList(item.key)
                 found.times = item.times or []
                 found.ids = item.ids or []
+                found.orders = item.orders or [0] * len(found.ids)
                 keyed[kc] = found
                 continue
-            timer = Timer(item.key, item.deadline, item.ids or [], item.seq or 0)
+            orders = None if plan.shape == INACTIVITY else (item.orders or [0] * len(item.ids or []))
+            timer = Timer(item.key, item.deadline, item.ids or [], item.seq or 0, orders)
             keyed[kc] = timer
             heappush(engine._timers, (timer.deadline, timer.seq, uid, plan.index, kc))
         if plan.shape == INACTIVITY:
@@ -110,7 +114,7 @@ def load_user(engine: Engine, uid: str, data: bytes) -> UserState:
 
 def dump_meta(engine: Engine) -> bytes:
     """The engine-wide state: watermark and the timer sequence."""
-    return _user_encoder.encode(_Meta(engine.watermark, engine.max_ts, engine._seq))
+    return _user_encoder.encode(_Meta(engine.watermark, engine.max_ts, engine._seq, engine._order))
 
 
 def saved_watermark(data: bytes) -> int:
@@ -123,6 +127,7 @@ def load_meta(engine: Engine, data: bytes) -> None:
     engine.watermark = meta.watermark
     engine.max_ts = meta.max_ts
     engine._seq = meta.seq
+    engine._order = meta.order
 
 
 def describe_user(data: bytes) -> dict[str, Any]:

@@ -9,14 +9,19 @@ UNKEYED: Final = ("_",)
 
 
 class CountList:
-    """The matching events of a count trigger still inside its window."""
+    """The matching events of a count trigger still inside its window.
 
-    __slots__ = ("ids", "key", "times")
+    `orders` holds each event's place in the reference order, so that two users' lists
+    can be merged as if they had been one user's.
+    """
+
+    __slots__ = ("ids", "key", "orders", "times")
 
     def __init__(self, key: Any) -> None:
         self.key = key
         self.times: list[int] = []
         self.ids: list[str] = []
+        self.orders: list[int] = []
 
     def drop_until(self, cutoff: int) -> None:
         """Drop the events at or before `cutoff`: they left the window."""
@@ -27,22 +32,25 @@ class CountList:
         if drop:
             del times[:drop]
             del self.ids[:drop]
+            del self.orders[:drop]
 
 
 class Timer:
     """An open absence window or an inactivity deadline.
 
     `seq` orders timers set in the same millisecond and tells a live heap entry
-    from one left behind when the deadline moved.
+    from one left behind when the deadline moved. An absence window keeps the place in
+    the reference order of each of its `when` events in `orders` (for merges).
     """
 
-    __slots__ = ("deadline", "ids", "key", "seq")
+    __slots__ = ("deadline", "ids", "key", "orders", "seq")
 
-    def __init__(self, key: Any, deadline: int, ids: list[str], seq: int) -> None:
+    def __init__(self, key: Any, deadline: int, ids: list[str], seq: int, orders: list[int] | None = None) -> None:
         self.key = key
         self.deadline = deadline
         self.ids = ids
         self.seq = seq
+        self.orders = orders
 
 
 class UserState:
