@@ -148,11 +148,13 @@ class Engine:
         timers = self._timers
         apply = self._apply
         while True:
-            if head < end and pending[head][0] <= event_limit and (not timers or pending[head][0] <= timers[0][0]):
-                event = pending[head][2]
-                head += 1
-                apply(event, fires)
-            elif timers and timers[0][0] <= timer_limit:
+            if head < end:
+                ts, _, event = pending[head]
+                if ts <= event_limit and (not timers or ts <= timers[0][0]):
+                    head += 1
+                    apply(event, fires)
+                    continue
+            if timers and timers[0][0] <= timer_limit:
                 self._due(heappop(timers), fires)
             else:
                 break
