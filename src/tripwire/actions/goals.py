@@ -7,11 +7,12 @@ new event (for fires it converts), once, so it is correct whichever arrives firs
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from tripwire.rules import Rules
+from tripwire.rules import Rules, Trigger
 from tripwire.store.goals import SqliteGoals
 
 _decode = msgspec.json.decode
@@ -35,7 +36,9 @@ def sweep(goals: SqliteGoals, rules: Rules, now_ms: int) -> int:
                 break
         fire_cursor = n
     links = goals.links()
-    for seq, goal_id, ts, body, event_user, event_anonymous in goals.events_after(event_cursor):
+    names = _goal_names(with_goal.values())
+    last = goals.last_event()
+    for seq, goal_id, ts, body, event_user, event_anonymous in goals.events_after(event_cursor, names):
         event_cursor = seq
         event = _decode(body)
         uid = _resolve(event_user or event_anonymous or "", links)
@@ -46,8 +49,22 @@ def sweep(goals: SqliteGoals, rules: Rules, now_ms: int) -> int:
                 continue
             for converted, held in goals.open_fires_of(trigger_id, uid, ts - goal.within, ts):
                 found += goals.record(converted, trigger_id, uid, held, goal_id, now_ms)
+    if names is not None and event_cursor < last and not goals.events_after(event_cursor, names, limit=1):
+        event_cursor = last  # nothing a goal is about up to `last`: no need to look there again
     goals.save_cursor(fire_cursor, event_cursor)
     return found
+
+
+def _goal_names(triggers: Iterable[Trigger]) -> list[str] | None:
+    """Every event name a goal can match, or None when some goal may match any name."""
+    names: set[str] = set()
+    for trigger in triggers:
+        assert trigger.goal is not None
+        found = trigger.goal.pattern.names
+        if found is None:
+            return None
+        names |= found
+    return sorted(names)
 
 
 def _matches(pattern: Any, event: dict[str, Any]) -> bool:

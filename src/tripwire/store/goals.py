@@ -49,12 +49,19 @@ class SqliteGoals(SqliteFile):
         row = self._conn().execute("SELECT MAX(n) FROM fires").fetchone()
         return int(row[0] or 0)
 
-    def events_after(self, seq: int, limit: int = 20_000) -> list[EventAfter]:
-        """Accepted events logged after `seq`, in arrival order."""
+    def events_after(self, seq: int, names: list[str] | None = None, limit: int = 20_000) -> list[EventAfter]:
+        """Accepted events logged after `seq`, in arrival order; with `names`, only events named so.
+
+        The name is read by SQLite, so the many events no goal is about are never decoded here.
+        """
+        where = "seq > ? AND decision = 'accepted'"
+        params: tuple[Any, ...] = (seq,)
+        if names is not None:
+            where += f" AND json_extract(CAST(body AS TEXT), '$.event') IN ({', '.join('?' * len(names))})"
+            params = (*params, *names)
         rows = self._conn().execute(
-            "SELECT seq, message_id, ts, body, user_id, anonymous_id FROM events"
-            " WHERE seq > ? AND decision = 'accepted' ORDER BY seq LIMIT ?",
-            (seq, limit),
+            f"SELECT seq, message_id, ts, body, user_id, anonymous_id FROM events WHERE {where} ORDER BY seq LIMIT ?",
+            (*params, limit),
         )
         return [(s, mid, ts, bytes(body), uid, anon) for s, mid, ts, body, uid, anon in rows]
 
