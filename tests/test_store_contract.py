@@ -117,3 +117,16 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     assert [v for v, _ in again.migrations()] == [1, 2]
     assert [r.message_id for r in again.iter_log()] == ["a"]
     again.close()
+
+
+def test_commits_leave_checkpoints_to_checkpoint(store: Store) -> None:
+    """A checkpoint inside a commit would stall every request waiting on that commit."""
+    with store.write() as batch:
+        batch.append_events([row(f"m{i}", i) for i in range(500)])
+    store.checkpoint()
+    with store.write() as batch:
+        batch.append_events([row("late", 1000)])
+    assert [r.message_id for r in store.iter_log()][-1] == "late"
+    if isinstance(store, SqliteStore):
+        assert store._writer is not None
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)

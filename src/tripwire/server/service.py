@@ -34,6 +34,7 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 FireListener = Callable[[list[Fire]], None]
+CHECKPOINT_SECONDS = 1.0
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Service:
         self._running = True
         self._thread = threading.Thread(target=self._writer, name="tripwire-writer", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._checkpointer, name="tripwire-checkpoint", daemon=True).start()
 
     async def stop(self) -> None:
         """Stop taking events, write everything queued, commit and close."""
@@ -182,6 +184,15 @@ class Service:
         self.engine = new
         self.rules = rules
         log.info("rules reloaded", triggers=[t.id for t in rules.triggers])
+
+    def _checkpointer(self) -> None:
+        """Keep the WAL short, apart from the writer, so no commit pays for a checkpoint."""
+        while self._running:
+            time.sleep(CHECKPOINT_SECONDS)
+            try:
+                self.store.checkpoint()
+            except Exception:
+                log.exception("WAL checkpoint failed; trying again later")
 
     def _writer(self) -> None:
         stopping = False

@@ -83,6 +83,9 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def checkpoint(self) -> None:
+        """Housekeeping of the storage that must not run inside a write (may do nothing)."""
+
     def write(self) -> AbstractContextManager[Batch]:
         """One durable transaction: committed (and on disk) when the block exits cleanly."""
 

@@ -238,6 +238,9 @@ class SqliteStore(SqliteFile):
         self.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._writer = connect(self.path)
+        # Commits never checkpoint the WAL themselves (a checkpoint inside a commit stalls
+        # every request waiting on it); `checkpoint()` does it from another thread.
+        self._writer.execute("PRAGMA wal_autocheckpoint = 0")
         conn = self._writer
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -257,6 +260,10 @@ class SqliteStore(SqliteFile):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking the writer (call it from its own thread)."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         if self._writer is not None:
