@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tripwire.store.sqlite import SqliteFile
+from tripwire.store.sqlite import SqliteFile, filtered
 
 PENDING, SENDING, DELIVERED, DEAD, DROPPED = "pending", "sending", "delivered", "dead", "dropped"
 _COLUMNS = (
@@ -145,17 +145,10 @@ class SqliteOutbox(SqliteFile):
         delivery_id: int | None = None,
         limit: int = 100,
     ) -> list[DeliveryRow]:
-        where: list[str] = []
-        params: list[Any] = []
-        filters = (("status = ?", status), ("user_id = ?", user), ("fire_id = ?", fire_id), ("id = ?", delivery_id))
-        for clause, value in filters:
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        where, params = filtered(
+            (("status = ?", status), ("user_id = ?", user), ("fire_id = ?", fire_id), ("id = ?", delivery_id))
+        )
+        sql = f"SELECT {_COLUMNS} FROM deliveries{where} ORDER BY id DESC LIMIT ?"
         return [DeliveryRow(*row) for row in self._conn().execute(sql, (*params, limit))]
 
     def attempts(self, delivery_id: int) -> list[Attempt]:

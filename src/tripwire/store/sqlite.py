@@ -130,6 +130,14 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def filtered(filters: tuple[tuple[str, Any], ...]) -> tuple[str, list[Any]]:
+    """A ` WHERE ...` of the clauses whose value is given (all ANDed), and their parameters."""
+    given = [(clause, value) for clause, value in filters if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(clause for clause, _ in given), [value for _, value in given]
+
+
 class SqliteFile:
     """The server's SQLite file, with one connection per thread (sqlite3 connections are not shared)."""
 
@@ -321,15 +329,8 @@ class SqliteStore(SqliteFile):
     def fires(
         self, *, trigger: str | None = None, user: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[FireRow]:
-        where, params = [], []
-        for clause, value in (("trigger = ?", trigger), ("user_id = ?", user), ("fire_time >= ?", since)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = f"SELECT {_FIRE_COLUMNS} FROM fires"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY fire_time DESC, n DESC LIMIT ?"
+        where, params = filtered((("trigger = ?", trigger), ("user_id = ?", user), ("fire_time >= ?", since)))
+        sql = f"SELECT {_FIRE_COLUMNS} FROM fires{where} ORDER BY fire_time DESC, n DESC LIMIT ?"
         return [_fire_row(row) for row in self._conn().execute(sql, (*params, limit))]
 
     def fire_counts(self) -> dict[str, tuple[int, int]]:
