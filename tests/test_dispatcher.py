@@ -16,12 +16,16 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from receiver import receiver
+from tripwire.actions.base import Channel
 from tripwire.actions.dispatcher import Dispatcher
+from tripwire.actions.in_app import Inbox
+from tripwire.actions.registry import make_channel
 from tripwire.actions.webhook import WebhookChannel
 from tripwire.events import parse_event
 from tripwire.rules import ActionConfig
 from tripwire.server.service import Service
 from tripwire.store import SqliteOutbox, SqliteStore
+from tripwire.store.inbox import SqliteInbox
 from tripwire.timestamps import format_ms
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -90,14 +94,16 @@ class Harness:
 
 
 @asynccontextmanager
-async def start(tmp_path: Path, text: str, clock: Clock) -> AsyncIterator[Harness]:
+async def start(tmp_path: Path, text: str, clock: Clock, all_channels: bool = False) -> AsyncIterator[Harness]:
+    """The service and a dispatcher over webhooks only, or (`all_channels`) as `serve` builds it."""
     (tmp_path / "rules.yaml").write_text(text)
     service = Service(tmp_path / "rules.yaml", tmp_path / "data", clock=clock, tick=0.02)
     await service.start()
     outbox = SqliteOutbox(tmp_path / "data")
+    inbox = Inbox(SqliteInbox(tmp_path / "data"))
 
-    def channel(action: ActionConfig, http: httpx.AsyncClient) -> WebhookChannel:
-        return WebhookChannel(action, http)
+    def channel(action: ActionConfig, http: httpx.AsyncClient) -> Channel:
+        return make_channel(action, http, inbox=inbox) if all_channels else WebhookChannel(action, http)
 
     dispatcher = Dispatcher(
         SqliteStore(tmp_path / "data"), outbox, lambda: service.rules, channel, clock=clock, poll=0.02,
@@ -238,3 +244,27 @@ async def test_held_out_users_are_recorded_but_not_delivered(tmp_path: Path, clo
     assert {json.loads(r.body)["user"]["id"] for r in rx.requests} == set(users) - held
     assert {f.user_id for f in fires if f.holdout} == held
     assert len(rx.requests) == len(users) - len(held)
+
+
+async def test_slack_airflow_and_n8n_receive_a_fire_sent_to_the_service(tmp_path: Path, clock: Clock) -> None:
+    """From an event submitted to the service to the bytes each stand-in receives."""
+    with receiver() as rx:
+        text = f"""
+settings: {{allowed_lateness: 0s}}
+actions:
+  team: {{type: slack, url: "{rx.url}/slack", text: "{{{{ fire.trigger }}}} by {{{{ user.id }}}}", allow_private: true}}
+  dag: {{type: airflow, url: "{rx.url}/airflow", dag_id: winback, username: u, password: p, allow_private: true}}
+  flow: {{type: n8n, url: "{rx.url}/webhook/abc", allow_private: true}}
+triggers:
+  buy: {{when: purchase, actions: [team, dag, flow]}}
+"""
+        async with start(tmp_path, text, clock, all_channels=True) as h:
+            await h.buy("u1")
+            await h.until(lambda: sorted(s for s, _ in h.statuses()) == ["delivered"] * 3)
+    by_path = {r.path: r for r in rx.requests}
+    fire_id = h.outbox.find()[0].fire_id
+    assert json.loads(by_path["/slack"].body) == {"text": "buy by u1"}
+    dag_run = json.loads(by_path["/airflow/api/v1/dags/winback/dagRuns"].body)
+    assert dag_run["dag_run_id"] == f"tripwire-{fire_id}" and dag_run["conf"]["fire"]["user_id"] == "u1"
+    assert by_path["/airflow/api/v1/dags/winback/dagRuns"].headers["authorization"].startswith("Basic ")
+    assert by_path["/webhook/abc"].headers["idempotency-key"] == fire_id
