@@ -416,3 +416,26 @@ async def test_a_service_account_that_is_not_one_fails_for_good(google: Google, 
     push = fcm(http, google, TokenCache(), account='{"type": "authorized_user"}')
     outcome = await push.attempt(message(push.action, traits={"name": "Ada", "fcm_token": "device-1"}))
     assert outcome.permanent and "is not a service-account key" in (outcome.error or "")
+
+
+async def test_web_push_end_to_end_from_an_event_sent_to_the_service(
+    push_service: PushService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event submitted to the service, the fire, the outbox, the dispatcher, the push service."""
+    from test_dispatcher import Clock, start
+
+    monkeypatch.setenv("VAPID_KEY", pem(push_service.vapid_key))
+    rules = """
+settings: {allowed_lateness: 0s}
+actions:
+  push: {type: push, provider: webpush, vapid_private_key: "${VAPID_KEY}", vapid_subject: "mailto:ops@shop.example",
+         title: "Thanks, {{ user.traits.name }}", body: "Your order is on its way", allow_private: true}
+triggers:
+  buy: {when: purchase, actions: [push]}
+"""
+    async with start(tmp_path, rules, Clock(1_772_366_400.0), all_channels=True) as h:
+        await h.buy("u1", {"name": "Ada", "push_subscription": subscription(push_service)})
+        await h.until(lambda: h.statuses() == [("delivered", None)])
+    [delivered] = push_service.delivered
+    assert delivered["payload"]["title"] == "Thanks, Ada"
+    assert delivered["payload"]["tag"] == h.outbox.find()[0].fire_id
