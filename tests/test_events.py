@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tripwire.errors import EventError
 from tripwire.events import parse_event
@@ -124,3 +127,14 @@ def test_bad_events_name_the_field_and_what_to_fix(obj: Any, field: str, fragmen
         parse_event(obj)
     assert caught.value.field == field
     assert fragment in caught.value.message
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1)), st.integers(0, 2))
+def test_the_fast_timestamp_path_agrees_with_the_calendar(moment: datetime, repeat: int) -> None:
+    """The cached fast path (by minute and second) gives what datetime gives, however often asked."""
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    delta = moment.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    expected = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    for _ in range(repeat + 1):
+        assert parse_ms(text) == expected
+    assert format_ms(expected) == text

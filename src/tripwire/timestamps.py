@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # fromisoformat accepts at most six fractional digits; finer ones are cut first.
 _FINE_FRACTION = re.compile(r"(\.\d{3})\d+")
-# The minute of the common `2026-03-01T12:34:56.789Z` form, by its first 16 characters.
+# The minute and the second of the common `2026-03-01T12:34:56.789Z` form, by their
+# first 16 and 19 characters: events come in bursts within the same second.
 _MINUTES: dict[str, int] = {}
-_MINUTES_MAX = 100_000
+_SECONDS: dict[str, int] = {}
+_CACHE_MAX = 100_000
 
 
 def _slow_parse_ms(text: str) -> int:
@@ -33,17 +35,24 @@ def parse_ms(text: str) -> int:
     A timestamp without an offset is UTC. Raises ValueError when it is not ISO-8601.
     The form SDKs send (`2026-03-01T12:34:56.789Z`) takes a fast path.
     """
-    if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[16] == ":":
-        seconds = text[17:19]
+    if len(text) == 24 and text[23] == "Z" and text[19] == ".":
         millis = text[20:23]
-        if seconds.isdigit() and millis.isdigit() and seconds < "60":
+        second = _SECONDS.get(text[:19])
+        if second is not None and millis.isdigit():
+            return second + int(millis)
+        seconds = text[17:19]
+        if text[16] == ":" and seconds.isdigit() and millis.isdigit() and seconds < "60":
             minute = _MINUTES.get(text[:16])
             if minute is None:
                 minute = _slow_parse_ms(text[:16] + "Z")
-                if len(_MINUTES) >= _MINUTES_MAX:
+                if len(_MINUTES) >= _CACHE_MAX:
                     _MINUTES.clear()
                 _MINUTES[text[:16]] = minute
-            return minute + int(seconds) * 1_000 + int(millis)
+            second = minute + int(seconds) * 1_000
+            if len(_SECONDS) >= _CACHE_MAX:
+                _SECONDS.clear()
+            _SECONDS[text[:19]] = second
+            return second + int(millis)
     return _slow_parse_ms(text)
 
 
