@@ -8,6 +8,7 @@ from pathlib import Path
 
 ALLOWED_OUTSIDE = {
     "__future__",
+    "bisect",
     "collections",
     "collections.abc",
     "dataclasses",
