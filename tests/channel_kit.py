@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +112,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
+def serve(app: Any, around: Callable[[], AbstractAsyncContextManager[Any]] | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL.
+
+    `around`, if given, is entered in the server's event loop before it serves and left
+    after it stops (a service to start first and stop last, as `tripwire serve` does).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -121,9 +125,16 @@ def serve(app: Any) -> Iterator[str]:
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
+    async def main() -> None:
+        if around is None:
+            await server.serve(sockets=[sock])
+            return
+        async with around():
+            await server.serve(sockets=[sock])
+
     def run() -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(main())
         except BaseException as exc:  # reported to the test below
             failure.append(exc)
 

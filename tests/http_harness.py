@@ -7,8 +7,6 @@ import asyncio
 import base64
 import io
 import json
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 
+from channel_kit import serve
 from tripwire.actions.in_app import Inbox
 from tripwire.server.app import create_app
 from tripwire.server.auth import Secret
@@ -149,37 +147,14 @@ async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
 def live_server(service: Service, app: Starlette) -> Iterator[str]:
     """Serve `app` with uvicorn on a free 127.0.0.1 port in a thread, as `tripwire serve` does
     (service started before the server, stopped after it); yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    failure: list[BaseException] = []
 
-    async def main() -> None:
+    @asynccontextmanager
+    async def running() -> AsyncIterator[None]:
         await service.start()
         try:
-            await server.serve(sockets=[sock])
+            yield
         finally:
             await service.stop()
 
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert not failure, failure
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not failure, failure
+    with serve(app, running) as url:
+        yield url
