@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
-from channel_kit import FIRE_ID, Received, StandIn, action, message, stand_in
+from channel_kit import FIRE_ID, Received, StandIn, action, message
 from tripwire.actions.airflow import AirflowChannel
 
 TOKEN = "airflow-api-token-7c1d"
@@ -47,24 +47,12 @@ def _problem(status: int, title: str, detail: str) -> Response:
     return JSONResponse({"status": status, "title": title, "detail": detail, "type": "about:blank"}, status_code=status)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with stand_in() as running:
-        yield running
-
-
 @pytest.fixture
 def airflow(server: StandIn) -> Iterator[tuple[StandIn, Airflow]]:
     server.requests.clear()
     fake = Airflow()
     server.respond = fake
     yield server, fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 def channel(http: httpx.AsyncClient, url: str, auth: str, dag: str = "winback") -> AirflowChannel:

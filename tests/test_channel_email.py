@@ -6,7 +6,7 @@ import datetime as dt
 import email
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -123,12 +123,6 @@ def smtp_server() -> Iterator[Any]:
     yield start
     for controller in started:
         controller.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 def channel(http: httpx.AsyncClient, smtp: str, extra: str = "", environ: dict[str, str] | None = None) -> EmailChannel:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
-from channel_kit import FIRE_ID, Received, StandIn, action, message, stand_in
+from channel_kit import FIRE_ID, Received, StandIn, action, message
 from tripwire.actions.n8n import N8nChannel
 
 WEBHOOK = "/webhook/6f1c7a52-0d3e-4b8e-9a51-3c2f0e7d9b14"
@@ -25,23 +24,11 @@ def n8n(request: Received) -> Response:
     return JSONResponse({"message": "Workflow was started"})
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with stand_in() as running:
-        yield running
-
-
 @pytest.fixture
 def receiver(server: StandIn) -> StandIn:
     server.requests.clear()
     server.respond = n8n
     return server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 def channel(http: httpx.AsyncClient, url: str, extra: str = "") -> N8nChannel:

@@ -7,7 +7,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.responses import JSONResponse, Response
 
-from channel_kit import FIRE_ID, Received, StandIn, action, message, stand_in
+from channel_kit import FIRE_ID, Received, StandIn, action, message
 from tripwire.actions.push import PushChannel
 from tripwire.actions.service_account import FCM_SCOPE, GRANT_TYPE, TokenCache
 
@@ -38,18 +38,6 @@ def pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with stand_in() as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 # -- Web Push -------------------------------------------------------------------------------

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from starlette.responses import PlainTextResponse, Response
 
-from channel_kit import Received, StandIn, action, message, stand_in
+from channel_kit import Received, StandIn, action, message
 from tripwire.actions.slack import SlackChannel
 
 HOOK_PATH = "/services/T0001/B0001/abcdefghijklmnopqrstuvwx"
@@ -28,23 +27,11 @@ def slack(request: Received) -> Response:
     return PlainTextResponse("ok") if text else PlainTextResponse("no_text", status_code=400)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with stand_in() as running:
-        yield running
-
-
 @pytest.fixture
 def receiver(server: StandIn) -> StandIn:
     server.requests.clear()
     server.respond = slack
     return server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 TEXT = "*{{ user.traits.name }}* left {{ events[0].properties.sku }}"

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from channel_kit import FIRE_ID, Received, StandIn, action, message, ok, stand_in
+from channel_kit import FIRE_ID, Received, StandIn, action, message, ok
 from tripwire.actions.webhook import WebhookChannel
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with stand_in() as running:
-        yield running
 
 
 @pytest.fixture
@@ -26,12 +18,6 @@ def receiver(server: StandIn) -> StandIn:
     server.requests.clear()
     server.respond = ok
     return server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 def channel(http: httpx.AsyncClient, url: str, extra: str = "", allow_private: bool = True) -> WebhookChannel:

@@ -1,0 +1,23 @@
+"""Fixtures the channel tests share: a local stand-in server and an HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from channel_kit import StandIn, stand_in
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[StandIn]:
+    """One stand-in per test module; each test sets what it answers."""
+    with stand_in() as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield client
