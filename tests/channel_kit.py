@@ -112,16 +112,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, around: Callable[[], AbstractAsyncContextManager[Any]] | None = None) -> Iterator[str]:
+def serve(
+    app: Any, around: Callable[[], AbstractAsyncContextManager[Any]] | None = None, **options: Any
+) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL.
 
     `around`, if given, is entered in the server's event loop before it serves and left
     after it stops (a service to start first and stop last, as `tripwire serve` does).
+    `options` go to uvicorn's Config (`ssl_certfile`, `ssl_keyfile` for HTTPS).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2, **options
+    )
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
@@ -155,8 +160,8 @@ def serve(app: Any, around: Callable[[], AbstractAsyncContextManager[Any]] | Non
 
 
 @contextmanager
-def stand_in(respond: Respond = ok) -> Iterator[StandIn]:
+def stand_in(respond: Respond = ok, **options: Any) -> Iterator[StandIn]:
     app = StandIn(respond=respond)
-    with serve(app) as url:
+    with serve(app, **options) as url:
         app.url = url
         yield app

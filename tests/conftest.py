@@ -1,4 +1,4 @@
-"""Fixtures the channel tests share: a local stand-in server and an HTTP client."""
+"""Fixtures the channel tests share: a local stand-in server and HTTP clients."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from channel_kit import StandIn, stand_in
+from tripwire.actions.transport import delivery_client
 
 
 @pytest.fixture(scope="module")
@@ -20,4 +21,11 @@ def server() -> Iterator[StandIn]:
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+async def guarded_http() -> AsyncIterator[httpx.AsyncClient]:
+    """The client the dispatcher gives actions without allow_private: public addresses only."""
+    async with delivery_client(allow_private=False) as client:
         yield client

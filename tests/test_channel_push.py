@@ -182,9 +182,9 @@ async def test_a_subscription_without_keys_fails_for_good(push_service: PushServ
 
 
 async def test_a_private_push_endpoint_is_refused_unless_allowed(
-    server: StandIn, push_service: PushService, http: httpx.AsyncClient
+    server: StandIn, push_service: PushService, guarded_http: httpx.AsyncClient
 ) -> None:
-    guarded = webpush(http, push_service, allow_private=False)
+    guarded = webpush(guarded_http, push_service, allow_private=False)
     traits = {"name": "Ada", "push_subscription": subscription(push_service)}
     outcome = await guarded.attempt(message(guarded.action, traits=traits))
     assert outcome.permanent and "allow_private: true" in (outcome.error or "")

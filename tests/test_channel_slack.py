@@ -81,5 +81,5 @@ async def test_rate_limited_posts_are_retried_after_slack_says(receiver: StandIn
 async def test_a_missing_variable_is_a_template_failure(receiver: StandIn, http: httpx.AsyncClient) -> None:
     notify = channel(http, receiver.url + HOOK_PATH, text="{{ user.traits.name }}")
     outcome = await notify.attempt(message(notify.action, traits={}))
-    assert outcome.permanent and (outcome.error or "").startswith("template: ")
+    assert outcome.permanent and (outcome.error or "").startswith("template text: ")
     assert receiver.requests == []

@@ -121,12 +121,14 @@ async def test_a_client_error_is_permanent(receiver: StandIn, http: httpx.AsyncC
     assert "bad signature" in (outcome.error or "")
 
 
-async def test_a_private_destination_is_refused_unless_allowed(receiver: StandIn, http: httpx.AsyncClient) -> None:
-    hook = channel(http, receiver.url, allow_private=False)
+async def test_a_private_destination_is_refused_unless_allowed(
+    receiver: StandIn, guarded_http: httpx.AsyncClient
+) -> None:
+    hook = channel(guarded_http, receiver.url, allow_private=False)
     outcome = await hook.attempt(message(hook.action))
     assert not outcome.ok and outcome.permanent
     assert "127.0.0.1" in (outcome.error or "") and "allow_private: true" in (outcome.error or "")
-    localhost = channel(http, receiver.url.replace("127.0.0.1", "localhost"), allow_private=False)
+    localhost = channel(guarded_http, receiver.url.replace("127.0.0.1", "localhost"), allow_private=False)
     assert (await localhost.attempt(message(localhost.action))).permanent
     assert receiver.requests == []
 
@@ -142,7 +144,7 @@ async def test_a_slow_receiver_times_out_and_is_retried(receiver: StandIn, http:
     hook = channel(http, receiver.url, "    timeout: 100ms\n")
     outcome = await hook.attempt(message(hook.action))
     assert not outcome.ok and not outcome.permanent
-    assert outcome.error == "timed out after 0.1s"
+    assert (outcome.error or "").startswith("timed out after 0.1s")
 
 
 async def test_an_unreachable_receiver_is_retried(http: httpx.AsyncClient) -> None:

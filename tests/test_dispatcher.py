@@ -17,9 +17,10 @@ from standardwebhooks.webhooks import Webhook
 
 from receiver import receiver
 from tripwire.actions.base import Channel
-from tripwire.actions.dispatcher import Dispatcher
+from tripwire.actions.dispatcher import ChannelFactory, Dispatcher
 from tripwire.actions.in_app import Inbox
 from tripwire.actions.registry import make_channel
+from tripwire.actions.transport import Resolver, system_resolver
 from tripwire.actions.webhook import WebhookChannel
 from tripwire.events import parse_event
 from tripwire.rules import ActionConfig
@@ -94,20 +95,27 @@ class Harness:
 
 
 @asynccontextmanager
-async def start(tmp_path: Path, text: str, clock: Clock, all_channels: bool = False) -> AsyncIterator[Harness]:
-    """The service and a dispatcher over webhooks only, or (`all_channels`) as `serve` builds it."""
+async def start(
+    tmp_path: Path,
+    text: str,
+    clock: Clock,
+    all_channels: bool = False,
+    channel: ChannelFactory | None = None,
+    resolver: Resolver = system_resolver,
+) -> AsyncIterator[Harness]:
+    """The service and a dispatcher over webhooks only, or (`all_channels`) as `serve` builds it, or `channel`."""
     (tmp_path / "rules.yaml").write_text(text)
     service = Service(tmp_path / "rules.yaml", tmp_path / "data", clock=clock, tick=0.02)
     await service.start()
     outbox = SqliteOutbox(tmp_path / "data")
     inbox = Inbox(SqliteInbox(tmp_path / "data"))
 
-    def channel(action: ActionConfig, http: httpx.AsyncClient) -> Channel:
+    def default(action: ActionConfig, http: httpx.AsyncClient) -> Channel:
         return make_channel(action, http, inbox=inbox) if all_channels else WebhookChannel(action, http)
 
     dispatcher = Dispatcher(
-        SqliteStore(tmp_path / "data"), outbox, lambda: service.rules, channel, clock=clock, poll=0.02,
-        rng=random.Random(7),
+        SqliteStore(tmp_path / "data"), outbox, lambda: service.rules, channel or default, clock=clock, poll=0.02,
+        rng=random.Random(7), resolver=resolver,
     )  # fmt: skip
     task = asyncio.create_task(dispatcher.run())
     loop = asyncio.get_running_loop()

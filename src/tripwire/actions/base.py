@@ -1,27 +1,28 @@
 """The delivery base: what every channel shares, so each channel implements only `send`.
 
-`Channel.attempt` owns timeouts, the mapping of failures to retry-or-give-up, and the
-guard against requests to private addresses; the dispatcher owns retries, backoff,
-rate limits and the record of attempts. The idempotency key of every delivery is its
-fire's `fire_id`.
+`Channel.attempt` owns timeouts and the mapping of every failure to retry-or-give-up;
+the client it is given (`transport.delivery_client`) guards against private addresses;
+the dispatcher owns retries, backoff, rate limits and the record of attempts. The
+idempotency key of every delivery is its fire's `fire_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
+import structlog
 
+from tripwire.actions.transport import RefusedDestinationError
 from tripwire.rules import ActionConfig
 from tripwire.rules.templates import TemplateError, render
+
+log = structlog.get_logger("tripwire.delivery")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Message:
     user: dict[str, Any]  # {"id": ..., "traits": {...}}
     events: list[dict[str, Any]]  # the events that caused the fire, as logged
     attempt: int = 1
+    rendered: dict[str, str] = field(default_factory=dict)  # by `prepare`
 
     @property
     def idempotency_key(self) -> str:
@@ -42,12 +44,23 @@ class Message:
     def context(self) -> dict[str, Any]:
         return {"fire": self.fire, "user": self.user, "events": self.events, "action": {"id": self.action.id}}
 
+    def prepare(self) -> None:
+        """Render every template of the action now (the dispatcher does it in a worker thread)."""
+        for name in self.action.templates:
+            self.render(name)
+
     def render(self, name: str, default: str | None = None) -> str | None:
         """The action's template `name` rendered for this delivery, or `default` when not set."""
+        if name in self.rendered:
+            return self.rendered[name]
         template = self.action.templates.get(name)
         if template is None:
             return default
-        return render(template, self.context())
+        try:
+            text = self.rendered[name] = render(template, self.context())
+        except TemplateError as exc:
+            raise TemplateError(f"{name}: {exc}") from None
+        return text
 
 
 @dataclass
@@ -102,45 +115,40 @@ class Channel(ABC):
         """Deliver `message` once. Raise PermanentError or RetryableError, or return an Outcome."""
 
     async def attempt(self, message: Message) -> Outcome:
-        """`send` within the action's timeout, with every failure mapped to an Outcome."""
+        """`send` within the action's timeout, with every failure, whatever it is, mapped to an Outcome."""
+        seconds = self.action.timeout / 1000
         try:
-            async with asyncio.timeout(self.action.timeout / 1000):
+            async with asyncio.timeout(seconds):
                 return await self.send(message)
-        except TimeoutError:
-            return Outcome.failure(f"timed out after {self.action.timeout / 1000:g}s")
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            phase = f" ({type(exc).__name__})" if isinstance(exc, httpx.TimeoutException) else ""
+            return Outcome.failure(
+                f"timed out after {seconds:g}s{phase}: the action's timeout; raise it if the receiver is this slow"
+            )
         except PermanentError as exc:
             return Outcome.failure(str(exc), status=exc.status, permanent=True)
         except RetryableError as exc:
             return Outcome.failure(str(exc), status=exc.status, retry_after=exc.retry_after)
-        except TemplateError as exc:
-            return Outcome.failure(f"template: {exc}", permanent=True)
-        except httpx.HTTPError as exc:
+        except TemplateError as exc:  # the same data renders the same way: retrying cannot help
+            return Outcome.failure(f"template {exc}", permanent=True)
+        except RefusedDestinationError as exc:
+            return Outcome.failure(str(exc), permanent=True)
+        except (httpx.HTTPError, OSError) as exc:
             return Outcome.failure(f"{type(exc).__name__}: {exc}")
-        except OSError as exc:
-            return Outcome.failure(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a channel's bug: one failed attempt of this delivery, counted like others
+            log.exception("a channel failed unexpectedly", action=self.action.id, delivery=message.delivery_id)
+            return Outcome.failure(f"unexpected {type(exc).__name__} in the {self.type} channel: {exc}")
 
     # -- HTTP, for the channels that speak it ---------------------------------------------
 
-    async def check_destination(self, url: str) -> None:
-        """Refuse private, loopback and link-local destinations unless the action allows them."""
-        if self.action.options.get("allow_private", False):
-            return
-        host = urlsplit(url).hostname or ""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise RetryableError(f"cannot resolve {host}: {exc}") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-                raise PermanentError(
-                    f"{host} resolves to {address}, a private address; set allow_private: true on the action "
-                    "if this is intended"
-                )
+    @property
+    def http_timeout(self) -> httpx.Timeout:
+        """The action's timeout for each phase of a request (connect, write, read, pool)."""
+        return httpx.Timeout(self.action.timeout / 1000)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """An HTTP request to a destination the action may reach; non-2xx answers raise."""
-        await self.check_destination(url)
+        """An HTTP request within the action's timeout; non-2xx answers raise."""
+        kwargs.setdefault("timeout", self.http_timeout)
         response = await self.http.request(method, url, **kwargs)
         raise_for_status(response)
         return response

@@ -3,6 +3,10 @@
 At least once: a delivery is recorded only after its send returned, so a crash in
 between sends it again after restart, with the same idempotency key (the fire_id),
 which receivers use to drop the repeat.
+
+Whatever goes wrong with one delivery (its templates on this user's data, its channel,
+reading its fire) is an attempt of that delivery, recorded and counted against the
+action's `max_attempts`; it never stops or spins the loop that serves the others.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import structlog
 
 from tripwire.actions.base import Channel, Message, Outcome
 from tripwire.actions.policies import backoff_ms, quiet_until, user_zone
+from tripwire.actions.transport import Resolver, delivery_client, system_resolver
 from tripwire.durations import format_duration
 from tripwire.engine.snapshot import describe_user
 from tripwire.rules import ActionConfig, Rules
+from tripwire.rules.templates import TemplateError
 from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, Store
 from tripwire.store.outbox import DEAD, DELIVERED, DROPPED, PENDING
 from tripwire.timestamps import format_ms
@@ -71,6 +77,7 @@ class Dispatcher:
         poll: float = 0.2,
         lease_ms: int = 300_000,
         rng: random.Random | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -80,6 +87,7 @@ class Dispatcher:
         self.poll = poll
         self.lease_ms = lease_ms
         self.rng = rng or random.Random()
+        self.resolver = resolver
         self.listeners: list[OutcomeListener] = []
         self._wake = asyncio.Event()
         self._stopping = False
@@ -87,7 +95,8 @@ class Dispatcher:
         self._channels: dict[str, tuple[ActionConfig, Channel]] = {}
         self._limits: dict[str, tuple[asyncio.Semaphore, RateLimiter | None]] = {}
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._http: httpx.AsyncClient | None = None
+        # by allow_private: every connection of the other one goes to a checked public address
+        self._http: dict[bool, httpx.AsyncClient] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -98,13 +107,17 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Deliver until `stop`; deliveries in flight at stop finish first."""
-        self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._http = {allow: delivery_client(allow_private=allow, resolver=self.resolver) for allow in (False, True)}
         released = await asyncio.to_thread(self.outbox.release_leases, self.now_ms())
         if released:
             log.info("deliveries resumed after a restart", count=released)
         try:
             while not self._stopping:
-                rows = await asyncio.to_thread(self.outbox.claim, self.now_ms(), 100, self.lease_ms)
+                try:
+                    rows = await asyncio.to_thread(self.outbox.claim, self.now_ms(), 100, self.lease_ms)
+                except Exception:  # the store, not a delivery: wait a poll and claim again
+                    log.exception("cannot claim deliveries; trying again")
+                    rows = []
                 for row in rows:
                     task = asyncio.create_task(self.deliver(row))
                     self._tasks.add(task)
@@ -117,29 +130,35 @@ class Dispatcher:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._http.aclose()
+            for client in self._http.values():
+                await client.aclose()
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
 
     def _channel(self, action: ActionConfig) -> Channel:
-        assert self._http is not None
         current = self._channels.get(action.id)
         if current is None or current[0] != action:
-            current = self._channels[action.id] = (action, self.make_channel(action, self._http))
+            http = self._http[bool(action.options.get("allow_private", False))]
+            current = self._channels[action.id] = (action, self.make_channel(action, http))
             rate = RateLimiter(*action.rate_limit) if action.rate_limit else None
             self._limits[action.id] = (asyncio.Semaphore(action.concurrency), rate)
         return current[1]
 
     async def deliver(self, row: DeliveryRow) -> None:
-        """One attempt at one delivery, after the send-time policies."""
+        """One attempt at one delivery, after the send-time policies; a failure of any kind is an attempt."""
         try:
             await self._deliver(row)
-        except Exception:
-            log.exception("delivery failed unexpectedly; it will be retried", delivery=row.id)
-            retry_at = self.now_ms() + backoff_ms(row.attempts + 1, self.rng.random())
-            await asyncio.to_thread(self.outbox.hold, row, retry_at, "internal error; retrying", self.now_ms())
+        except Exception as exc:
+            log.exception("delivery failed unexpectedly", delivery=row.id, action=row.action)
+            action = self.rules().actions.get(row.action)
+            max_attempts = action.max_attempts if action is not None else 1
+            outcome = Outcome.failure(f"unexpected {type(exc).__name__}: {exc}")
+            try:
+                await self._record(row, row.action, max_attempts, outcome, self.now_ms(), 0.0)
+            except Exception:  # the store cannot take it either: the lease runs out and it is claimed again
+                log.exception("cannot record the attempt; the delivery waits for its lease to end", delivery=row.id)
 
     async def _deliver(self, row: DeliveryRow) -> None:
         rules = self.rules()
@@ -155,6 +174,14 @@ class Dispatcher:
         async with self._user_locks[row.user_id]:
             if await self._held_or_dropped(row, action, rules, message.user["traits"]):
                 return
+            started, tick = self.now_ms(), time.perf_counter()
+            try:  # off the event loop: a render is bounded, but may take a moment
+                await asyncio.to_thread(message.prepare)
+            except TemplateError as exc:
+                outcome = Outcome.failure(f"template {exc}", permanent=True)
+                latency = (time.perf_counter() - tick) * 1000
+                await self._record(row, action.id, action.max_attempts, outcome, started, latency)
+                return
             async with semaphore:
                 if rate is not None:
                     await rate.acquire()
@@ -162,7 +189,7 @@ class Dispatcher:
                 tick = time.perf_counter()
                 outcome = await channel.attempt(message)
                 latency = (time.perf_counter() - tick) * 1000
-            await self._record(row, action, outcome, started, latency)
+            await self._record(row, action.id, action.max_attempts, outcome, started, latency)
 
     async def _held_or_dropped(self, row: DeliveryRow, action: ActionConfig, rules: Rules, traits: Any) -> bool:
         now = self.now_ms()
@@ -187,7 +214,8 @@ class Dispatcher:
 
     def _message(self, row: DeliveryRow, action: ActionConfig) -> Message:
         fire_row = self.store.fire(row.fire_id)
-        assert fire_row is not None, f"delivery {row.id} has no fire"
+        if fire_row is None:
+            raise LookupError(f"the fire {row.fire_id} of delivery {row.id} is not in the store")
         fire = {
             "trigger": fire_row.trigger,
             "user_id": fire_row.user_id,
@@ -203,12 +231,12 @@ class Dispatcher:
         return Message(row.id, action, fire, {"id": row.user_id, "traits": traits}, events, row.attempts + 1)
 
     async def _record(
-        self, row: DeliveryRow, action: ActionConfig, outcome: Outcome, started: int, latency: float
+        self, row: DeliveryRow, action_id: str, max_attempts: int, outcome: Outcome, started: int, latency: float
     ) -> None:
         attempt_no = row.attempts + 1
         if outcome.ok:
             status, next_at, reason, kind = DELIVERED, row.next_at, None, "ok"
-        elif outcome.permanent or attempt_no >= action.max_attempts:
+        elif outcome.permanent or attempt_no >= max_attempts:
             why = "permanent failure" if outcome.permanent else f"gave up after {attempt_no} attempts"
             status, next_at, reason, kind = DEAD, row.next_at, f"{why}: {outcome.error}", "failed"
         else:
@@ -217,7 +245,10 @@ class Dispatcher:
             status, reason, kind = PENDING, f"retry {attempt_no + 1} at {format_ms(next_at)}: {outcome.error}", "retry"
         attempt = Attempt(attempt_no, started, kind, outcome.status, latency, outcome.error)
         await asyncio.to_thread(self.outbox.finish, row, attempt, status=status, next_at=next_at, reason=reason)
-        for listener in self.listeners:
-            listener(kind, action.id, latency)
         if status == DEAD:
-            log.warning("delivery dead", delivery=row.id, action=action.id, reason=reason)
+            log.warning("delivery dead", delivery=row.id, action=action_id, reason=reason)
+        for listener in self.listeners:
+            try:
+                listener(kind, action_id, latency)
+            except Exception:  # a metric must not turn a recorded attempt into a second one
+                log.exception("an outcome listener failed", listener=repr(listener))

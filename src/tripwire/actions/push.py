@@ -194,12 +194,12 @@ class PushChannel(Channel):
         }
         base = options.get("endpoint", FCM_ENDPOINT).rstrip("/")
         url_send = f"{base}/v1/projects/{account.project_id}/messages:send"
-        await self.check_destination(url_send)
         access = await self.tokens.token(account, FCM_SCOPE, self.request)
         response = await self.http.post(
             url_send,
             content=json.dumps(body_json),
             headers={"authorization": f"Bearer {access}", "content-type": "application/json; charset=utf-8"},
+            timeout=self.http_timeout,
         )
         if response.status_code >= 300:
             raise self.fcm_error(response, account)
