@@ -165,7 +165,8 @@ class DeliveryChecks:
             options=options,
             templates=templates,
             max_attempts=options.get("max_attempts", 10),
-            timeout=options.get("timeout", 10_000),
+            # an email attempt is one SMTP conversation: it may take its smtp.timeout unless told otherwise
+            timeout=options.get("timeout", options["smtp"]["timeout"] if kind == "email" else 10_000),
             concurrency=options.get("concurrency", 4),
             rate_limit=rate,
             line=self.b.source.line(path),
