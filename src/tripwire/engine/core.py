@@ -42,10 +42,20 @@ class Engine:
     the fires it produced, suppressed ones included, in processing order.
     """
 
-    def __init__(self, rules: Rules, *, dedup_window: int | None = None, track_dirty: bool = True) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        dedup_window: int | None = None,
+        track_dirty: bool = True,
+        follow_events: bool = True,
+    ) -> None:
         """`dedup_window` (ms) bounds how long messageIds are remembered; None keeps all.
-        `track_dirty` keeps the set of users whose state changed, for a store to save."""
+        `track_dirty` keeps the set of users whose state changed, for a store to save.
+        With `follow_events` off (a live node, or a replay of its log) accepted events never
+        move the watermark: only `advance` does, so no client's clock can push it ahead."""
         self.rules = rules
+        self.follow_events = follow_events
         self.plan = Plan(rules)
         self.lateness = rules.settings.allowed_lateness
         self.dedup_window = dedup_window
@@ -89,7 +99,8 @@ class Engine:
         self._queue(ts, arrival, event)
         if ts > self.max_ts:
             self.max_ts = ts
-            self.watermark = max(self.watermark, ts - self.lateness)
+            if self.follow_events:
+                self.watermark = max(self.watermark, ts - self.lateness)
         self.accepted += 1
         return ACCEPTED
 
@@ -105,8 +116,24 @@ class Engine:
         self._queue(event.ts, self._arrival, event)
         if event.ts > self.max_ts:
             self.max_ts = event.ts
-            self.watermark = max(self.watermark, event.ts - self.lateness)
+            if self.follow_events:
+                self.watermark = max(self.watermark, event.ts - self.lateness)
         self.accepted += 1
+
+    def withdraw(self, message_ids: set[str]) -> list[Event]:
+        """Take accepted events that are still waiting out of the queue (quarantine); they
+        stay remembered, so sending them again is a duplicate."""
+        keep: list[tuple[int, int, Event]] = []
+        taken: list[Event] = []
+        for entry in self._pending[self._head :]:
+            if entry[2].message_id in message_ids:
+                taken.append(entry[2])
+            else:
+                keep.append(entry)
+        if taken:
+            self._pending = keep
+            self._head = 0
+        return taken
 
     def _queue(self, ts: int, arrival: int, event: Event) -> None:
         """Keep `_pending[_head:]` sorted by (ts, arrival); most events arrive in order."""
@@ -437,6 +464,10 @@ class Engine:
 
     def load_meta(self, data: bytes) -> None:
         snapshot.load_meta(self, data)
+
+    def forget(self, message_id: str) -> None:
+        """Let a messageId be accepted again (a quarantined event sent through once more)."""
+        self.seen.pop(message_id, None)
 
     def remember(self, message_id: str, ts: int) -> None:
         """Mark a messageId as accepted (restoring dedup memory from a log)."""
