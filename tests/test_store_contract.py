@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tripwire.store import FireRow, LogRow, SqliteStore, Store
+from tripwire.store import FireRow, LogRow, QuarantineRow, SqliteStore, Store
 
 
 @pytest.fixture(params=["sqlite"])
@@ -114,7 +114,7 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     first.close()
     again = SqliteStore(tmp_path)
     again.open()
-    assert [v for v, _ in again.migrations()] == [1, 2]
+    assert [v for v, _ in again.migrations()] == [1, 2, 3]
     assert [r.message_id for r in again.iter_log()] == ["a"]
     again.close()
 
@@ -130,3 +130,48 @@ def test_commits_leave_checkpoints_to_checkpoint(store: Store) -> None:
     if isinstance(store, SqliteStore):
         assert store._writer is not None
         assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+
+
+def test_each_log_row_keeps_the_watermark_it_was_decided_at(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([LogRow(0, "a", "u1", None, 10, 15, "accepted", b"{}", 7), row("b", 11)])
+    assert [r.watermark for r in store.iter_log()] == [7, None]
+
+
+def test_a_trial_write_is_rolled_back(store: Store) -> None:
+    with store.write(commit=False) as batch:
+        batch.append_events([row("a", 1)])
+    assert list(store.iter_log()) == []
+
+
+def test_quarantine_keeps_the_event_and_its_reason_and_marks_its_log_row(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([row("a", 1), row("b", 2)])
+    kept = QuarantineRow(0, "a", "u1", None, 1, 6, 9, "OverflowError: too big", b'{"m":"a"}')
+    with store.write() as batch:
+        batch.quarantine([kept], logged=["a"])
+    assert [(r.message_id, r.decision) for r in store.iter_log()] == [("a", "quarantined"), ("b", "accepted")]
+    assert [mid for mid, _ in store.accepted_ids_since(0)] == ["a", "b"]  # still a duplicate if sent again
+    [entry] = store.quarantined()
+    assert (entry.message_id, entry.reason, entry.body, entry.retried_at) == ("a", kept.reason, kept.body, None)
+    assert store.quarantine_counts() == (1, 1)
+    with store.write() as batch:
+        batch.mark_retried(entry.id, 20, "late")
+    assert store.quarantine_entry(entry.id) == QuarantineRow(
+        entry.id, "a", "u1", None, 1, 6, 9, kept.reason, kept.body, 20, "late"
+    )
+    assert store.quarantined(pending_only=True) == [] and store.quarantine_counts() == (1, 0)
+
+
+def test_the_data_folder_and_database_are_for_the_owner_only(tmp_path: Path) -> None:
+    """The event log holds personal data."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    store = SqliteStore(data)
+    store.open()
+    with store.write() as batch:
+        batch.append_events([row("a", 1)])
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [data, *data.iterdir()]}
+    store.close()
+    assert modes.pop("data") == 0o700
+    assert modes and set(modes.values()) == {0o600}, modes

@@ -1,6 +1,6 @@
 """Durable storage behind small ports; SQLite is the embedded default."""
 
-from tripwire.store.base import Batch, FireRow, LogRow, NewDelivery, Store
+from tripwire.store.base import Batch, FireRow, LogRow, NewDelivery, QuarantineRow, Store
 from tripwire.store.outbox import Attempt, DeliveryRow, SqliteOutbox
 from tripwire.store.sqlite import SqliteStore
 
@@ -11,6 +11,7 @@ __all__ = [
     "FireRow",
     "LogRow",
     "NewDelivery",
+    "QuarantineRow",
     "SqliteOutbox",
     "SqliteStore",
     "Store",

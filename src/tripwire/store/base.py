@@ -24,8 +24,9 @@ class LogRow:
     anonymous_id: str | None
     ts: int
     received_at: int
-    decision: str  # accepted | late | duplicate
+    decision: str  # accepted | late | duplicate | quarantined
     body: bytes  # the event as JSON, after clock-skew correction
+    watermark: int | None = None  # the engine's watermark when it was decided (None in older logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,23 @@ class FireRow:
     detail: str | None
     emitted_at: int
     holdout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """An event that could not be applied or saved, kept with why, for an operator to retry."""
+
+    id: int  # 0 before the store assigns it
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    ts: int
+    received_at: int
+    quarantined_at: int
+    reason: str
+    body: bytes
+    retried_at: int | None = None
+    retry_decision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,12 @@ class Batch(Protocol):
     def add_deliveries(self, rows: list[NewDelivery]) -> None:
         """Queue deliveries; one (fire_id, action) already queued is ignored."""
 
+    def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
+        """Keep `rows` in the quarantine; the accepted log rows of `logged` become quarantined."""
+
+    def mark_retried(self, entry: int, at: int, decision: str) -> None:
+        """Record that a quarantined event was sent through again, and its new decision."""
+
 
 class Store(Protocol):
     """Durable storage for one tripwire server."""
@@ -86,8 +110,9 @@ class Store(Protocol):
     def checkpoint(self) -> None:
         """Housekeeping of the storage that must not run inside a write (may do nothing)."""
 
-    def write(self) -> AbstractContextManager[Batch]:
-        """One durable transaction: committed (and on disk) when the block exits cleanly."""
+    def write(self, *, commit: bool = True) -> AbstractContextManager[Batch]:
+        """One durable transaction: committed (and on disk) when the block exits cleanly;
+        with `commit` off, rolled back all the same (a trial of the writes)."""
 
     # -- recovery --------------------------------------------------------------------
 
@@ -98,7 +123,7 @@ class Store(Protocol):
     def iter_users(self) -> Iterator[tuple[str, bytes]]: ...
 
     def accepted_ids_since(self, ts: int) -> Iterator[tuple[str, int]]:
-        """(messageId, time) of accepted events with time >= ts, for deduplication."""
+        """(messageId, time) of accepted (or quarantined) events with time >= ts, for deduplication."""
 
     def accepted_after(self, ts: int) -> Iterator[LogRow]:
         """Accepted events with time > ts, in arrival order: those not yet applied."""
@@ -128,3 +153,11 @@ class Store(Protocol):
 
     def events_by_id(self, message_ids: list[str]) -> list[LogRow]:
         """The accepted events with these messageIds, in arrival order."""
+
+    def quarantined(self, *, limit: int = 100, pending_only: bool = False) -> list[QuarantineRow]:
+        """Quarantined events newest first; with `pending_only`, those not retried yet."""
+
+    def quarantine_entry(self, entry: int) -> QuarantineRow | None: ...
+
+    def quarantine_counts(self) -> tuple[int, int]:
+        """(events quarantined, of which not retried yet)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from tripwire.store.base import FireRow, LogRow, NewDelivery
+from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -113,15 +114,53 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_message ON events (message_id);
         """,
     ),
+    (
+        3,
+        "the watermark each event was decided at, and the quarantine",
+        """
+        ALTER TABLE events ADD COLUMN watermark INTEGER;
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            ts INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            quarantined_at INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            body BLOB NOT NULL,
+            retried_at INTEGER,
+            retry_decision TEXT
+        );
+        CREATE INDEX quarantine_message ON quarantine (message_id);
+        """,
+    ),
 ]
 
-_LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body"
+_LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark"
+_QUARANTINE_COLUMNS = (
+    "id, message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body, retried_at, retry_decision"
+)
+# The event log holds personal data: only the server's own user may read the folder and files.
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
 _FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout"
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
+def secure_folder(folder: Path) -> None:
+    """Create `folder` (and parents) if needed, readable by its owner only."""
+    folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    if folder.stat().st_mode & 0o777 != FOLDER_MODE:
+        folder.chmod(FOLDER_MODE)
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    # SQLite gives its -wal and -shm files the mode of the database file, so that one is enough.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    if path.stat().st_mode & 0o777 != FILE_MODE:
+        path.chmod(FILE_MODE)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: each commit is on disk before the server acknowledges (group commit keeps it cheap).
@@ -156,6 +195,23 @@ def _log_row(row: tuple[Any, ...]) -> LogRow:
     return LogRow(*row)
 
 
+def _quarantine_row(row: tuple[Any, ...]) -> QuarantineRow:
+    entry, message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body, retried, decision = row
+    return QuarantineRow(
+        entry,
+        message_id,
+        user_id,
+        anonymous_id,
+        ts,
+        received_at,
+        quarantined_at,
+        reason,
+        bytes(body),
+        retried,
+        decision,
+    )
+
+
 def _fire_row(row: tuple[Any, ...]) -> FireRow:
     fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout = row
     return FireRow(
@@ -172,9 +228,30 @@ class SqliteBatch:
 
     def append_events(self, rows: list[LogRow]) -> None:
         self.conn.executemany(
-            "INSERT INTO events (message_id, user_id, anonymous_id, ts, received_at, decision, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body) for r in rows],
+            "INSERT INTO events (message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body, r.watermark)
+                for r in rows
+            ],
+        )
+
+    def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
+        """Keep `rows` in the quarantine; the accepted log rows of `logged` become quarantined."""
+        self.conn.executemany(
+            "INSERT INTO quarantine (message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason, r.body)
+             for r in rows],
+        )  # fmt: skip
+        self.conn.executemany(
+            "UPDATE events SET decision = 'quarantined' WHERE message_id = ? AND decision = 'accepted'",
+            [(mid,) for mid in logged],
+        )
+
+    def mark_retried(self, entry: int, at: int, decision: str) -> None:
+        self.conn.execute(
+            "UPDATE quarantine SET retried_at = ?, retry_decision = ? WHERE id = ?", (at, decision, entry)
         )
 
     def save_users(self, states: dict[str, bytes | None]) -> None:
@@ -244,7 +321,7 @@ class SqliteStore(SqliteFile):
 
     def open(self) -> None:
         self.close()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_folder(self.data_dir)
         self._writer = connect(self.path)
         # Commits never checkpoint the WAL themselves (a checkpoint inside a commit stalls
         # every request waiting on it); `checkpoint()` does it from another thread.
@@ -282,7 +359,7 @@ class SqliteStore(SqliteFile):
         return [(v, n) for v, n in self._conn().execute("SELECT version, name FROM schema_migrations ORDER BY version")]
 
     @contextmanager
-    def write(self) -> Iterator[SqliteBatch]:
+    def write(self, *, commit: bool = True) -> Iterator[SqliteBatch]:
         conn = self._writer
         assert conn is not None, "open() the store first"
         with self._write_lock:
@@ -292,7 +369,7 @@ class SqliteStore(SqliteFile):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            conn.execute("COMMIT" if commit else "ROLLBACK")
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -308,7 +385,8 @@ class SqliteStore(SqliteFile):
 
     def accepted_ids_since(self, ts: int) -> Iterator[tuple[str, int]]:
         yield from self._conn().execute(
-            "SELECT message_id, ts FROM events WHERE decision = 'accepted' AND ts >= ? ORDER BY seq", (ts,)
+            "SELECT message_id, ts FROM events WHERE decision IN ('accepted', 'quarantined') AND ts >= ? ORDER BY seq",
+            (ts,),
         )
 
     def accepted_after(self, ts: int) -> Iterator[LogRow]:
@@ -363,6 +441,21 @@ class SqliteStore(SqliteFile):
             message_ids,
         )
         return [_log_row(row) for row in rows]
+
+    def quarantined(self, *, limit: int = 100, pending_only: bool = False) -> list[QuarantineRow]:
+        where = " WHERE retried_at IS NULL" if pending_only else ""
+        sql = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine{where} ORDER BY id DESC LIMIT ?"
+        return [_quarantine_row(row) for row in self._conn().execute(sql, (limit,))]
+
+    def quarantine_entry(self, entry: int) -> QuarantineRow | None:
+        sql = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?"
+        row = self._conn().execute(sql, (entry,)).fetchone()
+        return _quarantine_row(row) if row else None
+
+    def quarantine_counts(self) -> tuple[int, int]:
+        """(events quarantined, of which not retried yet)."""
+        row = self._conn().execute("SELECT COUNT(*), COUNT(*) - COUNT(retried_at) FROM quarantine").fetchone()
+        return int(row[0]), int(row[1])
 
     def links_to(self, uid: str) -> list[str]:
         return [row[0] for row in self._conn().execute("SELECT id FROM links WHERE target = ?", (uid,))]
