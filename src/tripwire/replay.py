@@ -14,6 +14,7 @@ from typing import IO, Any, cast
 import msgspec
 
 from tripwire.engine import ACCEPTED, Engine, Fire
+from tripwire.engine.core import NEVER
 from tripwire.engine.snapshot import saved_watermark
 from tripwire.errors import EventError
 from tripwire.events import Event, parse_event
@@ -45,8 +46,10 @@ class ReplayStats:
     accepted: int = 0
     late: int = 0
     duplicate: int = 0
+    quarantined: int = 0
     bad: int = 0
     fires: Counter[str] = field(default_factory=Counter)
+    decided: Counter[str] = field(default_factory=Counter)  # decisions recorded in a log: late, quarantined ...
     suppressed: Counter[str] = field(default_factory=Counter)
     bad_events: list[BadEvent] = field(default_factory=list)
 
@@ -73,6 +76,13 @@ class Replayer:
         self.keep_bad = keep_bad
         self._batch: list[Event] = []
         self._logged = 0
+        self._floor = NEVER
+
+    def for_log(self) -> None:
+        """Replay a server's log: its rows carry the watermark they were decided at, and the
+        engine follows those, never the events' own times (as the live server did)."""
+        assert self.stats.read == 0, "choose the mode before adding events"
+        self.engine = Engine(self.engine.rules, dedup_window=None, track_dirty=False, follow_events=False)
 
     def bad(self, line: int, fld: str, message: str) -> None:
         self.stats.read += 1
@@ -103,16 +113,24 @@ class Replayer:
             return
         self.add(obj, line)
 
-    def add_logged(self, obj: Any, decision: str, line: int) -> None:
-        """Add an event from a server's log with the acceptance the server decided."""
+    def add_logged(self, obj: Any, decision: str, line: int, watermark: int | None = None) -> None:
+        """Add an event from a server's log with the acceptance the server decided and the
+        watermark it decided it at (None in logs written before watermarks were recorded)."""
         self.stats.read += 1
+        engine = self.engine
+        if watermark is not None and watermark > engine.watermark:
+            # The server had applied exactly what this watermark allows before this event came.
+            self._emit(engine.advance(watermark))
         if decision != ACCEPTED:
-            self.engine.counts[decision] += 1
+            self.stats.decided[decision] += 1
             return
-        self.engine.force_accept(parse_event(obj))
+        event = parse_event(obj)
+        engine.force_accept(event)
+        if watermark is None:  # the older rule: each accepted event moved the watermark
+            self._floor = max(self._floor, event.ts - engine.lateness)
         self._logged += 1
         if self._logged % BATCH == 0:
-            self._emit(self.engine.advance())
+            self._emit(engine.advance(self._floor))
 
     def finish_at(self, watermark: int) -> ReplayStats:
         """End where a server stopped: apply only what its watermark allowed."""
@@ -136,8 +154,9 @@ class Replayer:
     def _final_stats(self) -> ReplayStats:
         counts = self.engine.counts
         self.stats.accepted = self.engine.accepted
-        self.stats.late = counts["late"]
-        self.stats.duplicate = counts["duplicate"]
+        self.stats.late = counts["late"] + self.stats.decided["late"]
+        self.stats.duplicate = counts["duplicate"] + self.stats.decided["duplicate"]
+        self.stats.quarantined = self.stats.decided["quarantined"]
         return self.stats
 
     def _emit(self, fires: list[Fire]) -> None:
@@ -186,8 +205,9 @@ def replay_store(replayer: Replayer, store: Store, until: int | None) -> ReplayS
     exactly the fires the server gave; with `until`, it ends as a file replay does.
     """
     meta = store.load_meta()
+    replayer.for_log()
     for row in store.iter_log():
-        replayer.add_logged(_decode(row.body), row.decision, row.seq)
+        replayer.add_logged(_decode(row.body), row.decision, row.seq, row.watermark)
     if until is None and meta is not None:
         return replayer.finish_at(saved_watermark(meta))
     return replayer.finish(until)
