@@ -89,15 +89,17 @@ async def test_the_admin_routes_are_all_there_and_answer_with_the_token(h: Harne
         ("GET", "/api/deliveries/1"),
         ("GET", "/api/events"),
         ("GET", "/api/fires"),
+        ("GET", "/api/quarantine"),
         ("GET", "/api/stats"),
         ("GET", "/api/triggers"),
         ("GET", "/api/users/u1"),
         ("POST", "/api/deliveries/retry"),
+        ("POST", "/api/quarantine/retry"),
         ("POST", "/api/rules/reload"),
     ]
     await send(h, track(messageId="m1"))
-    # these two need a body or an existing delivery; tests/test_admin_deliveries.py covers them
-    needs_more = {("GET", "/api/deliveries/1"), ("POST", "/api/deliveries/retry")}
+    # these need a body or an existing delivery; tests/test_deliveries_admin.py and tests/test_isolation.py cover them
+    needs_more = {("GET", "/api/deliveries/1"), ("POST", "/api/deliveries/retry"), ("POST", "/api/quarantine/retry")}
     async with h.client() as client:
         for method, path in admin_routes(h):
             if (method, path) in needs_more:
@@ -244,7 +246,7 @@ async def test_the_openapi_document_needs_no_token_and_describes_every_route(h: 
     document = reply.json()
     assert document["openapi"].startswith("3.")
     routes = [r for r in h.app.routes if isinstance(r, Route)]
-    assert len(routes) == 24  # 4 operations, 8 ingest, 5 admin, 4 for deliveries, 3 for the inbox
+    assert len(routes) == 26  # 4 operations, 8 ingest, 5 admin, 4 for deliveries, 2 quarantine, 3 for the inbox
     for route in routes:
         assert route.path in document["paths"], route.path
         for method in (route.methods or set()) - {"HEAD"}:

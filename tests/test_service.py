@@ -99,6 +99,10 @@ async def test_timers_due_while_down_fire_at_start_with_their_original_time(rule
     clock.now += 2 * 3600  # two hours of downtime
     again = Service(rules_path, tmp_path / "data", clock=clock)
     await again.start()
+    # for restart_grace (60s by default) the watermark waits where it was, for SDKs to resend
+    await asyncio.sleep(0.3)
+    assert again.fires() == [] and again.status()["holding_watermark"]
+    clock.now += 61
     await wait_for(lambda: len(again.fires()) == 3)
     fires = {(f["trigger"], f["user_id"]): f["fire_time"] for f in again.fires()}
     await again.stop()

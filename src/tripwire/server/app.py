@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 
 from tripwire.server.admin import Admin
 from tripwire.server.admin_deliveries import DeliveriesAdmin
+from tripwire.server.admin_quarantine import QuarantineAdmin
 from tripwire.server.auth import Secret
 from tripwire.server.ingest import MAX_BATCH_BYTES, MAX_EVENT_BYTES, Ingest, Limits
 from tripwire.server.logs import RequestLog
@@ -97,6 +98,7 @@ def create_app(
 
     async def prometheus(_request: Request) -> Response:
         metrics.status(service.status())
+        metrics.quarantine(*await run_in_threadpool(service.quarantine_counts))
         if delivery is not None:
             outbox, goals = delivery
             metrics.delivery_state(await run_in_threadpool(outbox.action_stats), await run_in_threadpool(goals.stats))
@@ -112,6 +114,7 @@ def create_app(
         Route("/api/openapi.json", openapi, methods=["GET"]),
         *ingest.routes(),
         *admin.routes(),
+        *QuarantineAdmin(admin).routes(),
         *(deliveries.routes() if deliveries is not None else ()),
         *extra_routes,
     ]

@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from tripwire.engine import Fire
 
-DECISIONS: Final = ("accepted", "late", "duplicate", "bad")
+DECISIONS: Final = ("accepted", "late", "duplicate", "quarantined", "bad")
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 # From a cached SQLite commit (about a millisecond) to a queue backed up for seconds.
 _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,7 +31,10 @@ class Metrics:
             "tripwire_events_received", "Events received over HTTP, bad ones included.", registry=reg
         )
         self.events = Counter(
-            "tripwire_events", "Events by decision: accepted, late, duplicate or bad.", ["decision"], registry=reg
+            "tripwire_events",
+            "Events by decision: accepted, late, duplicate, quarantined or bad.",
+            ["decision"],
+            registry=reg,
         )
         for decision in DECISIONS:
             self.events.labels(decision)
@@ -43,6 +46,20 @@ class Metrics:
         )
         self.engine_lag = Gauge(
             "tripwire_engine_lag_seconds", "How far the engine's watermark trails the service clock.", registry=reg
+        )
+        self.quarantined = Gauge(
+            "tripwire_quarantined_events",
+            "Events kept in the quarantine (they could not be applied or saved), and those not retried yet.",
+            ["state"],
+            registry=reg,
+        )
+        self.holding = Gauge(
+            "tripwire_watermark_held",
+            "1 while the watermark waits after a restart (restart_grace) for SDKs to resend, else 0.",
+            registry=reg,
+        )
+        self.store_ok = Gauge(
+            "tripwire_store_writable", "1 while the store takes writes, 0 while they fail.", registry=reg
         )
         self.timer_backlog = Gauge("tripwire_timer_backlog", "Timers due but not yet fired.", registry=reg)
         self.queue_depth = Gauge("tripwire_ingest_queue_depth", "Events waiting to be written.", registry=reg)
@@ -113,10 +130,18 @@ class Metrics:
         lag = status.get("engine_lag_ms")
         if isinstance(lag, int | float):
             self.engine_lag.set(lag / 1000)
+        for key, flag in (("store_ok", self.store_ok), ("holding_watermark", self.holding)):
+            value = status.get(key)
+            if isinstance(value, bool):
+                flag.set(int(value))
         for key, gauge in (("timer_backlog", self.timer_backlog), ("queued_events", self.queue_depth)):
             value = status.get(key)
             if isinstance(value, int | float):
                 gauge.set(value)
+
+    def quarantine(self, total: int, not_retried: int) -> None:
+        self.quarantined.labels("total").set(total)
+        self.quarantined.labels("not_retried").set(not_retried)
 
     def on_delivery(self, outcome: str, action: str, latency_ms: float) -> None:
         """Count one delivery attempt (`ok`, `retry` or `failed`)."""

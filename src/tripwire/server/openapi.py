@@ -270,6 +270,65 @@ def _delivery_paths() -> dict[str, Any]:
     return paths
 
 
+def _quarantine_paths() -> dict[str, Any]:
+    entry = {
+        "type": "object",
+        "description": "An event that could not be applied or saved, kept with why.",
+        "properties": {
+            "id": {"type": "integer"},
+            "message_id": {"type": "string"},
+            "user_id": {"type": ["string", "null"]},
+            "anonymous_id": {"type": ["string", "null"]},
+            "timestamp": {"type": ["string", "integer"]},
+            "quarantined_at": _ISO,
+            "reason": {"type": "string"},
+            "retried_at": {"type": ["string", "null"]},
+            "retry_decision": {"type": ["string", "null"]},
+            "event": _OBJECT,
+        },
+    }
+    listing = {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "not_retried": {"type": "integer"},
+            "events": {"type": "array", "items": entry},
+        },
+    }
+    pending = _param("pending", "true: only events not retried yet", {"type": "string", "enum": ["true", "false"]})
+    retried = {"type": "object", "properties": {"retried": {"type": "array", "items": _OBJECT}}}
+    return {
+        "/api/quarantine": _get(
+            "Quarantined events, newest first", _json(listing, "the quarantine"), tag="admin", params=[pending, _LIMIT]
+        ),
+        "/api/quarantine/retry": {
+            "post": {
+                "tags": ["admin"],
+                "summary": "Send quarantined events through again, as new arrivals",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}},
+                                    {"type": "object", "required": ["all"], "properties": {"all": {"const": True}}},
+                                ]
+                            }
+                        }
+                    }
+                },
+                "security": [{"adminToken": []}],
+                "responses": {
+                    "200": _json(retried, "each retried event with its new decision"),
+                    "400": _error("the body names no quarantined event"),
+                    "404": _error("no such quarantined event"),
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+    }
+
+
 def _inbox_paths() -> dict[str, Any]:
     user = [
         _param("X-User-Id", "the user", {"type": "string"}, where="header"),
@@ -355,6 +414,7 @@ def build_openapi() -> dict[str, Any]:
         }
     }
     paths.update(_delivery_paths())
+    paths.update(_quarantine_paths())
     paths.update(_inbox_paths())
     paths["/api/openapi.json"] = _get("This document", _json(_OBJECT, "the OpenAPI document"), tag="operations")
     paths["/healthz"] = _get("The process is up", _json(_OBJECT, "always, while the process runs"), tag="operations")

@@ -15,7 +15,8 @@ class ServiceAPI(Protocol):
     def rules(self) -> Rules: ...
 
     async def submit(self, events: list[Event]) -> list[str]:
-        """Append the events durably; each one's decision: `accepted`, `late` or `duplicate`.
+        """Append the events durably; each one's decision: `accepted`, `late`, `duplicate` or
+        `quarantined` (kept aside with its reason: it could not be applied or saved).
 
         Raises OverloadedError when the ingest queue is full, StoreUnavailableError when
         the store is not taking writes.
@@ -41,3 +42,15 @@ class ServiceAPI(Protocol):
     def events(self, *, user: str | None, limit: int) -> list[dict[str, Any]]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def quarantined(self, *, limit: int, pending_only: bool) -> list[dict[str, Any]]:
+        """Quarantined events newest first."""
+        ...
+
+    def quarantine_counts(self) -> tuple[int, int]:
+        """(events quarantined, of which not retried yet)."""
+        ...
+
+    async def retry_quarantined(self, entry: int | None) -> list[dict[str, Any]]:
+        """Send one quarantined event (or all not retried yet) through again; KeyError if unknown."""
+        ...

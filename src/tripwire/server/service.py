@@ -21,13 +21,13 @@ from typing import Any
 import msgspec
 import structlog
 
-from tripwire.actions.policies import in_holdout
 from tripwire.engine import Engine, Fire
 from tripwire.errors import OverloadedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
+from tripwire.pipeline import Pipeline
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
-from tripwire.store import FireRow, LogRow, NewDelivery, SqliteOutbox, SqliteStore, Store
+from tripwire.store import QuarantineRow, SqliteOutbox, SqliteStore, Store
 
 log = structlog.get_logger("tripwire.service")
 _encode = msgspec.json.encode
@@ -56,6 +56,7 @@ class ServiceStats:
     """What the writer has done since start, for /metrics and /readyz."""
 
     commits: int = 0
+    quarantined: int = 0
     last_commit_ms: float = 0.0
     decisions: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "late": 0, "duplicate": 0})
 
@@ -83,7 +84,8 @@ class Service:
         self.store: Store = store if store is not None else SqliteStore(self.data_dir)
         self._outbox = SqliteOutbox(self.data_dir)
         self.rules: Rules = load_rules(self.rules_path)
-        self.engine = Engine(self.rules, dedup_window=self.rules.settings.dedup_window)
+        self.pipeline = Pipeline(self.store, self.rules)
+        self.engine = Engine(self.rules, dedup_window=self.rules.settings.dedup_window, follow_events=False)
         self.stats = ServiceStats()
         self.listeners: list[FireListener] = []
         self._queue: queue.Queue[_Submission | _Command | None] = queue.Queue()
@@ -91,13 +93,14 @@ class Service:
         self._queued_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._running = False
-        self._failed: BaseException | None = None
+        self._broken: BaseException | None = None  # the store cannot take writes; the engine needs a rebuild
+        self._hold_until: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, rebuild the engine from it, and start the writer."""
-        await asyncio.to_thread(self._recover)
+        await asyncio.to_thread(self._start)
         self._running = True
         self._thread = threading.Thread(target=self._writer, name="tripwire-writer", daemon=True)
         self._thread.start()
@@ -114,37 +117,38 @@ class Service:
         self.store.close()
 
     def ready(self) -> bool:
-        return self._running and self._failed is None
+        return self._running and self._broken is None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _recover(self) -> None:
+    def _start(self) -> None:
         self.store.open()
-        engine = Engine(self.rules, dedup_window=self.rules.settings.dedup_window)
-        meta = self.store.load_meta()
-        if meta is not None:
-            engine.load_meta(meta)
-        engine.links = self.store.load_links()
-        for uid, data in self.store.iter_users():
-            engine.load_user(uid, data)
-        for message_id, ts in self.store.accepted_ids_since(engine.watermark - engine.rules.settings.dedup_window):
-            engine.remember(message_id, ts)
-        pending = 0
-        for row in self.store.accepted_after(engine.watermark):
-            engine.force_accept(parse_event(_decode(row.body)))
-            pending += 1
-        engine.accepted = 0
-        engine.dirty.clear()
-        engine.dirty_links.clear()
-        self.engine = engine
-        log.info("recovered", users=len(engine.users), pending=pending, watermark=engine.watermark)
+        self.engine = self.pipeline.recover()
+        resumed = self.store.load_meta() is not None
+        now = self.now_ms()
+        if resumed and self.engine.watermark < now - self.engine.lateness:
+            # Events SDKs send again after the downtime are not late while the watermark waits (SPEC §2).
+            self._hold_until = now + self.rules.settings.restart_grace
+        log.info(
+            "recovered", users=len(self.engine.users), pending=self.engine.pending_count(),
+            watermark=self.engine.watermark, holding_ms=self.rules.settings.restart_grace if self._hold_until else 0,
+        )  # fmt: skip
+
+    def live_watermark(self, now: int) -> int:
+        """Where the watermark goes at wall time `now`: `now - allowed_lateness`, never further
+        (SPEC §2); for `restart_grace` after a restart it stays where it was saved."""
+        if self._hold_until is not None:
+            if now < self._hold_until:
+                return self.engine.watermark
+            self._hold_until = None
+        return now - self.engine.lateness
 
     # -- writes ------------------------------------------------------------------------------
 
     async def submit(self, events: list[Event]) -> list[str]:
         """Durably log `events` (validated, in arrival order); return each one's decision."""
-        if not self._running or self._failed is not None:
+        if not self._running or self._broken is not None:
             raise StoreUnavailableError("tripwire is not taking events right now")
         with self._queued_lock:
             if self._queued_events + len(events) > self.max_queued_events:
@@ -158,15 +162,23 @@ class Service:
     async def reload_rules(self) -> Rules:
         """Validate the rules file again, then swap it in; unchanged triggers keep their state."""
         rules = await asyncio.to_thread(load_rules, self.rules_path)
+        await self._command(lambda: self._swap_rules(rules))
+        return rules
+
+    async def retry_quarantined(self, entry: int | None = None) -> list[dict[str, Any]]:
+        """Send quarantined events through again (one, or every one not retried yet), as new
+        arrivals: each gets a decision like any event, and a poison one is quarantined again."""
+        return list(await self._command(lambda: self._retry_quarantined(entry)))
+
+    async def _command(self, run: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Command(lambda: self._swap_rules(rules), future, loop))
-        await future
-        return rules
+        self._queue.put(_Command(run, future, loop))
+        return await future
 
     def _swap_rules(self, rules: Rules) -> None:
         old = self.engine
-        new = Engine(rules, dedup_window=rules.settings.dedup_window)
+        new = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=False)
         new.load_meta(old.dump_meta())
         new.links = old.links
         for uid in old.users:
@@ -183,7 +195,38 @@ class Service:
         new.dirty_links = old.dirty_links
         self.engine = new
         self.rules = rules
+        self.pipeline = Pipeline(self.store, rules)
         log.info("rules reloaded", triggers=[t.id for t in rules.triggers])
+
+    def _retry_quarantined(self, entry: int | None) -> list[dict[str, Any]]:
+        rows = self.store.quarantined(limit=1_000, pending_only=True) if entry is None else []
+        if entry is not None:
+            found = self.store.quarantine_entry(entry)
+            if found is None:
+                raise KeyError(entry)
+            rows = [found]
+        rows.reverse()  # in the order they came
+        events: list[Event] = []
+        kept: list[QuarantineRow] = []
+        for row in rows:
+            try:
+                event = parse_event(_decode(row.body))  # corrected for skew already: a second time changes nothing
+            except Exception as exc:  # the kept body itself is unusable: say so, keep it
+                log.warning("quarantined event cannot be parsed", entry=row.id, error=str(exc))
+                continue
+            events.append(event)
+            kept.append(row)
+        # A retried messageId was remembered when it was quarantined; it must not count as a duplicate.
+        for event in events:
+            self.engine.forget(event.message_id)
+        decisions = self._round([events])[0] if events else []
+        now = self.now_ms()
+        with self.store.write() as batch:
+            for row, decision in zip(kept, decisions, strict=True):
+                batch.mark_retried(row.id, now, decision)
+        return [
+            {"id": row.id, "message_id": row.message_id, "decision": d} for row, d in zip(kept, decisions, strict=True)
+        ]
 
     def _checkpointer(self) -> None:
         """Keep the WAL short, apart from the writer, so no commit pays for a checkpoint."""
@@ -207,7 +250,7 @@ class Service:
             elif first is not _IDLE:
                 items.append(first)
             count = sum(len(i.events) for i in items if isinstance(i, _Submission))
-            while count < self.max_batch_events:
+            while count < self.max_batch_events and not any(isinstance(i, _Command) for i in items):
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -218,78 +261,62 @@ class Service:
                 items.append(more)
                 if isinstance(more, _Submission):
                     count += len(more.events)
-            try:
-                self._step(items)
-            except Exception as exc:  # the engine is ahead of the store now: rebuild it
-                log.exception("write failed; rebuilding the engine from the store")
-                self._fail_all(items, exc)
-                try:
-                    self._recover()
-                except Exception as again:
-                    self._failed = again
-                    log.exception("recovery failed; not taking events")
-                    return
-
-    def _step(self, items: list[_Submission | _Command]) -> None:
-        engine = self.engine
-        now = self.now_ms()
-        rows: list[LogRow] = []
-        answers: list[tuple[_Submission, list[str]]] = []
-        for item in items:
-            if isinstance(item, _Command):
-                self._run_command(item)
-                engine = self.engine
+            if self._broken is not None and not self._rebuild():
+                self._fail_all(items, self._broken)
                 continue
-            decisions: list[str] = []
-            for event in item.events:
-                decision = engine.offer(event)
-                decisions.append(decision)
-                rows.append(
-                    LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, decision,
-                           _encode(event.raw))
-                )  # fmt: skip
-            answers.append((item, decisions))
-        fires = engine.advance(now - engine.lateness)
-        if rows or fires or engine.dirty or engine.dirty_links:
-            dirty = engine.dirty
-            engine.dirty = set()
-            links = engine.dirty_links
-            engine.dirty_links = {}
-            with self.store.write() as batch:
-                batch.append_events(rows)
-                batch.save_users({uid: engine.dump_user(uid) for uid in dirty})
-                if links:
-                    batch.save_links(links)
-                batch.save_meta(engine.dump_meta())
-                if fires:
-                    fire_rows, deliveries = self._outbox_rows(engine.rules, fires, now)
-                    batch.add_fires(fire_rows)
-                    batch.add_deliveries(deliveries)
-            self.stats.commits += 1
-        for item, answer in answers:
+            submissions = [i for i in items if isinstance(i, _Submission)]
+            self._answer(submissions, self._step(submissions))
+            for item in items:
+                if isinstance(item, _Command):
+                    self._run_command(item)
+
+    def _rebuild(self) -> bool:
+        """After the store failed: try to rebuild the engine from it (True once it works)."""
+        try:
+            self.engine = self.pipeline.recover()
+        except Exception as exc:
+            self._broken = exc
+            time.sleep(min(1.0, self.tick * 10))
+            return False
+        log.info("store writable again; taking events")
+        self._broken = None
+        return True
+
+    def _step(self, submissions: list[_Submission]) -> list[list[str]] | BaseException:
+        """One round over the queued submissions: each one's decisions, or why none could be written."""
+        try:
+            return self._round([s.events for s in submissions])
+        except Exception as exc:
+            self._broken = exc
+            log.exception("write failed and no event explains it; not taking events until the store works")
+            return StoreUnavailableError(f"could not write: {exc}")
+
+    def _round(self, batches: list[list[Event]]) -> list[list[str]]:
+        now = self.now_ms()
+        watermark = self.live_watermark(now)
+        try:
+            result = self.pipeline.step(self.engine, batches, now=now, watermark=watermark)
+        except Exception as exc:
+            log.warning("write failed; looking for the events at fault", error=str(exc))
+            self.engine, result = self.pipeline.isolate(batches, now=now, watermark=watermark, error=exc)
+            self.stats.quarantined += len(result.quarantined)
+        self.stats.commits += 1
+        if result.fires:
+            for listener in self.listeners:
+                listener(result.fires)
+        return result.decisions
+
+    def _answer(self, submissions: list[_Submission], outcome: list[list[str]] | BaseException) -> None:
+        for index, item in enumerate(submissions):
             with self._queued_lock:
                 self._queued_events -= len(item.events)
-            for outcome in answer:
-                self.stats.decisions[outcome] += 1
+            if isinstance(outcome, BaseException):
+                item.loop.call_soon_threadsafe(_settle, item.future, None, outcome)
+                continue
+            answer = outcome[index]
+            for decision in answer:
+                self.stats.decisions[decision] = self.stats.decisions.get(decision, 0) + 1
             item.loop.call_soon_threadsafe(_settle, item.future, answer, None)
-        if fires:
-            for listener in self.listeners:
-                listener(fires)
-
-    def _outbox_rows(self, rules: Rules, fires: list[Fire], now: int) -> tuple[list[FireRow], list[NewDelivery]]:
-        """The fire rows and, for each fire that is not suppressed nor held out, its deliveries."""
-        triggers = {t.id: t for t in rules.triggers}
-        rows: list[FireRow] = []
-        deliveries: list[NewDelivery] = []
-        for fire in fires:
-            trigger = triggers[fire.trigger]
-            holdout = fire.suppressed is None and in_holdout(trigger.id, fire.user_id, trigger.holdout)
-            rows.append(_fire_row(fire, now, holdout))
-            if fire.suppressed is None and not holdout:
-                for action_id in trigger.actions:
-                    channel = rules.actions[action_id].type
-                    deliveries.append(NewDelivery(fire.fire_id, action_id, channel, trigger.id, fire.user_id, now))
-        return rows, deliveries
 
     def _run_command(self, command: _Command) -> None:
         try:
@@ -322,6 +349,9 @@ class Service:
             "queued_events": self._queued_events,
             "users": len(engine.users),
             "commits": self.stats.commits,
+            "quarantined": self.stats.quarantined,
+            "holding_watermark": self._hold_until is not None,
+            "store_ok": self._broken is None,
         }
 
     def triggers(self) -> list[dict[str, Any]]:
@@ -334,6 +364,12 @@ class Service:
 
     def user(self, uid: str) -> dict[str, Any] | None:
         return views.user(self.store, self.rules, uid, self._outbox)
+
+    def quarantined(self, *, limit: int = 100, pending_only: bool = False) -> list[dict[str, Any]]:
+        return [views.quarantined(row) for row in self.store.quarantined(limit=limit, pending_only=pending_only)]
+
+    def quarantine_counts(self) -> tuple[int, int]:
+        return self.store.quarantine_counts()
 
     def events(self, *, user: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         users = None if user is None else [user, *self.store.links_to(user)]
@@ -372,10 +408,3 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _fire_row(fire: Fire, now: int, holdout: bool) -> FireRow:
-    return FireRow(
-        fire.fire_id, fire.trigger, fire.user_id, fire.key, fire.fire_time, fire.events, fire.suppressed,
-        fire.detail, now, holdout,
-    )  # fmt: skip

@@ -9,7 +9,7 @@ import msgspec
 
 from tripwire.engine.snapshot import describe_user
 from tripwire.rules import Rules
-from tripwire.store import DeliveryRow, FireRow, LogRow, SqliteOutbox, Store
+from tripwire.store import DeliveryRow, FireRow, LogRow, QuarantineRow, SqliteOutbox, Store
 from tripwire.timestamps import format_ms
 
 _decode = msgspec.json.decode
@@ -39,6 +39,30 @@ def event(row: LogRow) -> dict[str, Any]:
         "received_at": format_ms(row.received_at),
         "event": _decode(row.body),
     }
+
+
+def quarantined(row: QuarantineRow) -> dict[str, Any]:
+    """A quarantined event: why, when, the event as kept, and what a retry decided."""
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "user_id": row.user_id,
+        "anonymous_id": row.anonymous_id,
+        "timestamp": _time(row.ts),
+        "quarantined_at": _time(row.quarantined_at),
+        "reason": row.reason,
+        "retried_at": None if row.retried_at is None else _time(row.retried_at),
+        "retry_decision": row.retry_decision,
+        "event": _decode(row.body),
+    }
+
+
+def _time(ms: int) -> str | int:
+    """ISO-8601 where the calendar can show it; the raw milliseconds otherwise."""
+    try:
+        return format_ms(ms)
+    except (OverflowError, ValueError):
+        return ms
 
 
 def triggers(rules: Rules, counts: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:

@@ -1,0 +1,276 @@
+"""The decision pipeline: rebuild an engine from the store, step it over arriving events,
+write what a step changed in one transaction, and keep a poison event from blocking the rest.
+
+A driver (the live server's writer thread) owns the clock and the queue; it hands the
+pipeline the events in arrival order, the time and the watermark to advance to. One step
+writes log rows with their acceptance and the watermark they were decided at, user states,
+identity links, engine meta, fires and their deliveries, together, so a crash loses
+nothing acknowledged and repeats no fire.
+
+When a step fails, `isolate` finds the events that cannot be applied or saved (each alone
+on a scratch engine first, then by bisecting the step when that was not enough), keeps them
+in the quarantine with their reason, and commits the rest. A failure no event explains (the
+disk, the database) is raised again: the driver stops taking events until the store works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from tripwire.actions.policies import in_holdout
+from tripwire.engine import ACCEPTED, Engine, Fire
+from tripwire.events import Event, parse_event
+from tripwire.rules import Rules
+from tripwire.store import FireRow, LogRow, NewDelivery, QuarantineRow, Store
+
+log = structlog.get_logger("tripwire.pipeline")
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+QUARANTINED: Final = "quarantined"
+_REASON_CHARS: Final = 500
+# A suspect: ("new", batch, index) for an arriving event, ("waiting", messageId) for one the
+# log already accepted that this step would apply.
+Suspect = tuple[Any, ...]
+
+
+@dataclass
+class StepResult:
+    """What a committed step decided: each batch's decisions, its fires, what was quarantined."""
+
+    decisions: list[list[str]]
+    fires: list[Fire]
+    quarantined: list[QuarantineRow] = field(default_factory=list)
+
+
+class Pipeline:
+    """Recover, step, write and isolate over one store, for the rules in force."""
+
+    def __init__(self, store: Store, rules: Rules) -> None:
+        self.store = store
+        self.rules = rules
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover(self) -> Engine:
+        """An engine as of the last commit: users, links, dedup memory, accepted events waiting."""
+        rules = self.rules
+        engine = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=False)
+        meta = self.store.load_meta()
+        if meta is not None:
+            engine.load_meta(meta)
+        engine.links = self.store.load_links()
+        for uid, data in self.store.iter_users():
+            engine.load_user(uid, data)
+        for message_id, ts in self.store.accepted_ids_since(engine.watermark - rules.settings.dedup_window):
+            engine.remember(message_id, ts)
+        for row in self.store.accepted_after(engine.watermark):
+            engine.force_accept(parse_event(_decode(row.body)))
+        engine.accepted = 0
+        engine.dirty.clear()
+        engine.dirty_links.clear()
+        return engine
+
+    # -- one step ----------------------------------------------------------------------
+
+    def step(
+        self,
+        engine: Engine,
+        batches: Sequence[Sequence[Event]],
+        *,
+        now: int,
+        watermark: int,
+        exclude: dict[Suspect, str] | None = None,
+        commit: bool = True,
+    ) -> StepResult:
+        """Decide `batches` in arrival order, advance to `watermark`, write it all at once.
+
+        Suspects in `exclude` (with their reasons) are quarantined instead of applied. With
+        `commit` off the transaction is rolled back: a trial, which leaves `engine` spent.
+        """
+        exclude = exclude or {}
+        waiting = {s[1]: reason for s, reason in exclude.items() if s[0] == "waiting"}
+        withdrawn = engine.withdraw(set(waiting)) if waiting else []
+        quarantine = [_quarantine_row(event, now, waiting[event.message_id]) for event in withdrawn]
+        rows: list[LogRow] = []
+        decisions: list[list[str]] = []
+        for b, events in enumerate(batches):
+            decided: list[str] = []
+            for i, event in enumerate(events):
+                reason = exclude.get(("new", b, i)) if exclude else None
+                if reason is not None:
+                    decision = QUARANTINED
+                    engine.remember(event.message_id, event.ts)  # sent again, it is a duplicate
+                    quarantine.append(_quarantine_row(event, now, reason))
+                    body = _body(event.raw)
+                else:
+                    decision = engine.offer(event)
+                    body = _encode(event.raw)
+                decided.append(decision)
+                rows.append(
+                    LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, decision, body,
+                           engine.watermark)
+                )  # fmt: skip
+            decisions.append(decided)
+        fires = engine.advance(watermark)
+        self._write(engine, rows, fires, quarantine, [event.message_id for event in withdrawn], now, commit)
+        return StepResult(decisions, fires, quarantine)
+
+    def _write(
+        self,
+        engine: Engine,
+        rows: list[LogRow],
+        fires: list[Fire],
+        quarantine: list[QuarantineRow],
+        logged: list[str],
+        now: int,
+        commit: bool,
+    ) -> None:
+        if not (rows or fires or quarantine or engine.dirty or engine.dirty_links) and commit:
+            return
+        dirty = engine.dirty
+        engine.dirty = set()
+        links = engine.dirty_links
+        engine.dirty_links = {}
+        with self.store.write(commit=commit) as batch:
+            batch.append_events(rows)
+            batch.save_users({uid: engine.dump_user(uid) for uid in dirty})
+            if links:
+                batch.save_links(links)
+            batch.save_meta(engine.dump_meta())
+            if quarantine:
+                batch.quarantine(quarantine, logged)
+            if fires:
+                fire_rows, deliveries = outbox_rows(engine.rules, fires, now)
+                batch.add_fires(fire_rows)
+                batch.add_deliveries(deliveries)
+
+    # -- fault isolation -----------------------------------------------------------------
+
+    def isolate(
+        self, batches: Sequence[Sequence[Event]], *, now: int, watermark: int, error: BaseException
+    ) -> tuple[Engine, StepResult]:
+        """After `step` failed with `error`: quarantine the events at fault, commit the rest.
+
+        Returns the engine as of that commit. Raises when no event explains the failure.
+        """
+        engine = self.recover()
+        # The store must take a write of nothing; if it cannot, no event is to blame.
+        self._write(engine, [], [], [], [], now, commit=False)
+        suspects: list[Suspect] = [("new", b, i) for b, events in enumerate(batches) for i in range(len(events))]
+        waiting = {e.message_id: e for e in engine.pending_events() if e.ts <= watermark}
+        suspects += [("waiting", mid) for mid in waiting]
+        bad: dict[Suspect, str] = {}
+        for suspect in suspects:
+            event = batches[suspect[1]][suspect[2]] if suspect[0] == "new" else waiting[suspect[1]]
+            reason = self._probe(engine, event, now)
+            if reason is not None:
+                bad[suspect] = reason
+        while True:
+            engine = self.recover()
+            try:
+                result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad)
+            except Exception as exc:
+                culprit = self._bisect(batches, [s for s in suspects if s not in bad], bad, now, watermark)
+                if culprit is None:
+                    raise exc from error
+                bad[culprit[0]] = culprit[1]
+                continue
+            for row in result.quarantined:
+                log.warning("event quarantined", message_id=row.message_id, user_id=row.user_id, reason=row.reason)
+            return engine, result
+
+    def _probe(self, live: Engine, event: Event, now: int) -> str | None:
+        """Apply one event alone, on a scratch engine holding only its users' state; why it fails, if it does."""
+        scratch = Engine(self.rules, dedup_window=None, follow_events=False)
+        scratch.links = dict(live.links)
+        ids = (event.user_id, event.anonymous_id, event.raw.get("previousId"))
+        for uid in {live.resolve(x) for x in ids if isinstance(x, str)}:
+            data = live.dump_user(uid)
+            if data is not None:
+                scratch.load_user(uid, data)
+        try:
+            scratch.advance(live.watermark)  # its timers due before now fired in the live engine already
+            body = _encode(event.raw)
+            scratch.force_accept(event)
+            fires = scratch.advance(max(scratch.watermark, event.ts))
+            row = LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, ACCEPTED, body)
+            self._write(scratch, [row], fires, [], [], now, commit=False)
+        except Exception as exc:
+            return _reason(exc)
+        return None
+
+    def _bisect(
+        self,
+        batches: Sequence[Sequence[Event]],
+        suspects: list[Suspect],
+        bad: dict[Suspect, str],
+        now: int,
+        watermark: int,
+    ) -> tuple[Suspect, str] | None:
+        """The first suspect whose inclusion makes the step fail, by halving (a rebuild a trial)."""
+
+        def failure(included: int) -> str | None:
+            trial = dict(bad)
+            trial.update(dict.fromkeys(suspects[included:], "trial"))
+            try:
+                self.step(self.recover(), batches, now=now, watermark=watermark, exclude=trial, commit=False)
+            except Exception as exc:
+                return _reason(exc)
+            return None
+
+        if not suspects or failure(len(suspects)) is None or failure(0) is not None:
+            return None
+        low, high = 0, len(suspects)  # failure(low) is None, failure(high) is not
+        reason = ""
+        while high - low > 1:
+            middle = (low + high) // 2
+            found = failure(middle)
+            if found is None:
+                low = middle
+            else:
+                high, reason = middle, found
+        return suspects[high - 1], reason or (failure(high) or "unknown failure")
+
+
+def outbox_rows(rules: Rules, fires: list[Fire], now: int) -> tuple[list[FireRow], list[NewDelivery]]:
+    """The fire rows and, for each fire that is not suppressed nor held out, its deliveries."""
+    triggers = {t.id: t for t in rules.triggers}
+    rows: list[FireRow] = []
+    deliveries: list[NewDelivery] = []
+    for fire in fires:
+        trigger = triggers[fire.trigger]
+        holdout = fire.suppressed is None and in_holdout(trigger.id, fire.user_id, trigger.holdout)
+        rows.append(
+            FireRow(fire.fire_id, fire.trigger, fire.user_id, fire.key, fire.fire_time, fire.events, fire.suppressed,
+                    fire.detail, now, holdout)
+        )  # fmt: skip
+        if fire.suppressed is None and not holdout:
+            for action_id in trigger.actions:
+                channel = rules.actions[action_id].type
+                deliveries.append(NewDelivery(fire.fire_id, action_id, channel, trigger.id, fire.user_id, now))
+    return rows, deliveries
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def _body(raw: dict[str, Any]) -> bytes:
+    """The event as JSON, or a note saying it could not be encoded (the quarantine keeps what it can)."""
+    try:
+        return _encode(raw)
+    except Exception as exc:
+        return _encode({"unencodable": _reason(exc)})
+
+
+def _quarantine_row(event: Event, now: int, reason: str) -> QuarantineRow:
+    return QuarantineRow(
+        0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, now, reason, _body(event.raw)
+    )

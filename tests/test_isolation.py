@@ -1,0 +1,236 @@
+"""Fault isolation in the writer: an event that cannot be applied or saved is quarantined with
+its reason and the rest commit; a store that fails says so (`/readyz`) and recovers.
+
+The poison events here are made directly as `Event` values, past the ingest's limits, since
+those limits exist to refuse them: these tests are about the next poison nobody foresaw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from http_harness import ADMIN, Harness, harness
+from tripwire.engine import Fire
+from tripwire.errors import StoreUnavailableError
+from tripwire.events import Event, parse_event
+from tripwire.pipeline import Pipeline
+from tripwire.replay import Replayer, replay_store
+from tripwire.rules import load_rules
+from tripwire.server.service import Service
+from tripwire.store import SqliteStore
+from tripwire.store.sqlite import SqliteBatch
+from tripwire.timestamps import format_ms
+
+RULES = """
+settings: {allowed_lateness: 1s, restart_grace: 0s}
+triggers:
+  big: {when: buy}
+  vip: {when: buy, if: [{trait: plan, eq: pro}]}
+"""
+T0 = 1_772_323_200_000
+
+
+class Clock:
+    def __init__(self, start_ms: int) -> None:
+        self.now = start_ms / 1000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def track(name: str, user: str, mid: str, at_ms: int) -> Event:
+    return parse_event(
+        {"type": "track", "event": name, "userId": user, "messageId": mid, "timestamp": format_ms(at_ms)}
+    )
+
+
+def identify(user: str, mid: str, at_ms: int, traits: dict[str, Any]) -> Event:
+    """An identify as the engine sees it, whatever its traits hold."""
+    raw = {"type": "identify", "userId": user, "messageId": mid, "timestamp": format_ms(at_ms), "traits": traits}
+    return Event("identify", None, user, None, mid, at_ms, raw)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return path
+
+
+def replayed(rules: Path, data: Path) -> list[tuple[str, str | None]]:
+    fires: list[Fire] = []
+    replay_store(Replayer(load_rules(rules), fires.append), SqliteStore(data), None)
+    return sorted((f.fire_id, f.suppressed) for f in fires)
+
+
+async def test_a_trait_that_cannot_be_saved_is_quarantined_and_the_rest_commit(rules: Path, tmp_path: Path) -> None:
+    """Issue: one identify with 2**64 in its traits stopped ingest for good, across restarts."""
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    poison = identify("p", "bad", T0, {"n": 2**64, "plan": "pro"})
+    decisions = await service.submit([track("buy", "u1", "g1", T0), poison, track("buy", "p", "g2", T0 + 1)])
+    # accepted at first: the poison waits for the watermark like any event, and fails when applied
+    assert decisions == ["accepted", "accepted", "accepted"]
+    clock.now += 5
+    await wait_for(lambda: len(service.fires()) == 4)
+    assert service.ready()
+    assert sorted((f["trigger"], f["user_id"], f["suppressed"]) for f in service.fires()) == [
+        ("big", "p", None), ("big", "u1", None), ("vip", "p", "guard"), ("vip", "u1", "guard"),
+    ]  # fmt: skip  # p's pro plan was never applied
+    [kept] = service.quarantined()
+    assert kept["message_id"] == "bad" and kept["user_id"] == "p"
+    assert "OverflowError" in kept["reason"] and kept["event"]["traits"]["n"] == 2**64
+    assert service.status()["quarantined"] == 1
+    # later events are taken as usual, and a resend of the poison is a duplicate
+    assert await service.submit([poison, track("buy", "u2", "g3", T0 + 6_000)]) == ["duplicate", "accepted"]
+    await service.stop()
+
+    log = [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.message_id == "bad"]
+    assert log == ["quarantined", "duplicate"]
+    again = Service(rules, tmp_path / "data", clock=clock)
+    await again.start()  # the quarantined event is not queued again at recovery
+    clock.now += 10
+    await wait_for(lambda: len(again.fires()) == 6)
+    assert again.ready()
+    await again.stop()
+    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    assert replayed(rules, tmp_path / "data") == server
+
+
+async def test_a_poison_event_arriving_with_due_events_is_found_among_them(rules: Path, tmp_path: Path) -> None:
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    # stamped behind the wall clock's watermark minus nothing: applied in the round it arrives
+    clock.now += 5
+    batch = [track("buy", f"u{i}", f"g{i}", T0 + 4_000) for i in range(6)]
+    batch.insert(3, identify("p", "bad", T0 + 4_000, {"n": -(2**70)}))
+    assert (await service.submit(batch))[3] in ("accepted", "quarantined")
+    clock.now += 5
+    await wait_for(lambda: len(service.fires()) == 12)
+    assert [q["message_id"] for q in service.quarantined()] == ["bad"]
+    await service.stop()
+
+
+async def test_a_poison_the_probe_misses_is_found_by_bisecting_the_round(
+    rules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe applies each event alone; a fault that shows only within the whole round is
+    found by halving it (here the probe is made blind to force that path)."""
+    monkeypatch.setattr(Pipeline, "_probe", lambda self, live, event, now: None)
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    clock.now += 5
+    batch = [track("buy", f"u{i}", f"g{i}", T0 + 4_500) for i in range(9)]
+    batch.insert(6, identify("p", "bad", T0 + 4_500, {"n": 2**64}))
+    await service.submit(batch)
+    clock.now += 5
+    await wait_for(lambda: len(service.fires()) == 18)
+    assert [q["message_id"] for q in service.quarantined()] == ["bad"]
+    assert service.ready()
+    await service.stop()
+
+
+async def test_a_quarantined_event_can_be_sent_through_again_after_a_fix(
+    rules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here: logging p's event fails) quarantines it; once fixed, a retry takes it as a
+    new arrival: accepted while its time is still ahead of the watermark, late after that."""
+    real = SqliteBatch.append_events
+
+    def broken(self: SqliteBatch, rows: list[Any]) -> None:
+        if any(row.user_id == "p" and row.decision == "accepted" for row in rows):
+            raise RuntimeError("a bug in logging p")
+        real(self, rows)
+
+    monkeypatch.setattr(SqliteBatch, "append_events", broken)
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    decisions = await service.submit([track("buy", "p", "p1", T0 + 60_000), track("buy", "u1", "g1", T0)])
+    assert decisions == ["quarantined", "accepted"]
+    [kept] = service.quarantined()
+    assert kept["message_id"] == "p1" and "a bug in logging p" in kept["reason"]
+
+    monkeypatch.setattr(SqliteBatch, "append_events", real)  # the fix
+    [outcome] = await service.retry_quarantined(None)
+    assert outcome == {"id": kept["id"], "message_id": "p1", "decision": "accepted"}
+    clock.now += 120
+    await wait_for(lambda: any(f["user_id"] == "p" for f in service.fires()))
+    assert service.quarantined()[0]["retry_decision"] == "accepted"
+    assert await service.retry_quarantined(None) == []  # nothing left to retry
+    await service.stop()
+    log = [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.message_id == "p1"]
+    assert log == ["quarantined", "accepted"]
+
+
+async def test_while_the_store_cannot_write_the_service_is_not_ready_and_then_recovers(
+    rules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure no event explains (a full disk, a broken file) quarantines nothing: events
+    are refused with 503 (nothing acknowledged is lost) until writes work again."""
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    real = SqliteBatch.save_meta
+
+    def full_disk(self: SqliteBatch, meta: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SqliteBatch, "save_meta", full_disk)
+    with pytest.raises(StoreUnavailableError):
+        await service.submit([track("buy", "u1", "g1", T0 + 100)])
+    assert not service.ready()
+    with pytest.raises(StoreUnavailableError):
+        await service.submit([track("buy", "u1", "g1", T0 + 100)])
+    monkeypatch.setattr(SqliteBatch, "save_meta", real)
+    await wait_for(service.ready)
+    assert await service.submit([track("buy", "u1", "g1", T0 + 100)]) == ["accepted"]
+    assert service.quarantined() == []
+    await service.stop()
+
+
+async def test_the_admin_api_shows_and_retries_the_quarantine_and_metrics_count_it(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await _quarantine_one(h)
+        async with h.client() as client:
+            listing = (await client.get("/api/quarantine", headers=ADMIN)).json()
+            assert listing["total"] == 1 and listing["not_retried"] == 1
+            [entry] = listing["events"]
+            assert entry["message_id"] == "bad" and "OverflowError" in entry["reason"]
+            bad = await client.post("/api/quarantine/retry", json={"id": "x"}, headers=ADMIN)
+            assert bad.status_code == 400 and "quarantine id" in bad.json()["message"]
+            missing = await client.post("/api/quarantine/retry", json={"id": 999}, headers=ADMIN)
+            assert missing.status_code == 404
+            retried = await client.post("/api/quarantine/retry", json={"id": entry["id"]}, headers=ADMIN)
+            assert retried.status_code == 200
+            assert retried.json()["retried"][0]["decision"] in ("quarantined", "late")
+            metrics = (await client.get("/metrics")).text
+            unauthorized = await client.get("/api/quarantine")
+        assert unauthorized.status_code == 401
+        assert 'tripwire_quarantined_events{state="total"}' in metrics
+        assert "tripwire_store_writable 1.0" in metrics
+
+
+async def _quarantine_one(h: Harness) -> None:
+    now = h.service.now_ms()
+    await h.service.submit([identify("p", "bad", now, {"n": 2**64})])
+    h.clock.advance(10)
+    deadline = time.monotonic() + 5
+    while not h.service.quarantined():
+        assert time.monotonic() < deadline, "nothing was quarantined"
+        await asyncio.sleep(0.02)
