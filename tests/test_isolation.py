@@ -234,3 +234,27 @@ async def _quarantine_one(h: Harness) -> None:
     while not h.service.quarantined():
         assert time.monotonic() < deadline, "nothing was quarantined"
         await asyncio.sleep(0.02)
+
+
+async def test_a_logged_event_that_can_no_longer_be_read_is_quarantined_at_start(rules: Path, tmp_path: Path) -> None:
+    """A start must not fail on one logged event (say, one a newer limit refuses)."""
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    await service.submit([track("buy", "u1", "g1", T0 + 60_000), track("buy", "u2", "g2", T0 + 60_000)])
+    await service.stop()
+    store = SqliteStore(tmp_path / "data")
+    store.open()
+    conn = store._writer
+    assert conn is not None
+    conn.execute("UPDATE events SET body = ? WHERE message_id = 'g1'", (b'{"type": "track", "event": 5}',))
+    store.close()
+
+    again = Service(rules, tmp_path / "data", clock=clock)
+    await again.start()
+    [kept] = again.quarantined()
+    assert kept["message_id"] == "g1" and "cannot be read back from the log" in kept["reason"]
+    clock.now += 70
+    await wait_for(lambda: len(again.fires()) == 2)
+    assert {f["user_id"] for f in again.fires()} == {"u2"}
+    await again.stop()

@@ -58,7 +58,12 @@ class Pipeline:
     # -- recovery ----------------------------------------------------------------------
 
     def recover(self) -> Engine:
-        """An engine as of the last commit: users, links, dedup memory, accepted events waiting."""
+        """An engine as of the last commit: users, links, dedup memory, accepted events waiting.
+
+        A logged event that can no longer be parsed (a limit added since it was accepted) is
+        quarantined rather than stopping the start; a saved state that cannot be loaded is
+        logged and skipped.
+        """
         rules = self.rules
         engine = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=False)
         meta = self.store.load_meta()
@@ -66,11 +71,26 @@ class Pipeline:
             engine.load_meta(meta)
         engine.links = self.store.load_links()
         for uid, data in self.store.iter_users():
-            engine.load_user(uid, data)
+            try:
+                engine.load_user(uid, data)
+            except Exception as exc:
+                log.error("saved state cannot be loaded; the user starts afresh", user_id=uid, error=_reason(exc))
         for message_id, ts in self.store.accepted_ids_since(engine.watermark - rules.settings.dedup_window):
             engine.remember(message_id, ts)
+        unusable: list[QuarantineRow] = []
         for row in self.store.accepted_after(engine.watermark):
-            engine.force_accept(parse_event(_decode(row.body)))
+            try:
+                engine.force_accept(parse_event(_decode(row.body)))
+            except Exception as exc:
+                unusable.append(
+                    QuarantineRow(0, row.message_id, row.user_id, row.anonymous_id, row.ts, row.received_at,
+                                  row.received_at, f"cannot be read back from the log: {_reason(exc)}", row.body)
+                )  # fmt: skip
+        if unusable:
+            with self.store.write() as batch:
+                batch.quarantine(unusable, [row.message_id for row in unusable])
+            for row in unusable:
+                log.warning("logged event quarantined", message_id=row.message_id, reason=row.reason)
         engine.accepted = 0
         engine.dirty.clear()
         engine.dirty_links.clear()

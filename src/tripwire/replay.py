@@ -124,7 +124,12 @@ class Replayer:
         if decision != ACCEPTED:
             self.stats.decided[decision] += 1
             return
-        event = parse_event(obj)
+        try:
+            event = parse_event(obj)
+        except EventError as exc:  # a limit added since the server accepted it; the server quarantines it too
+            self.stats.decided["quarantined"] += 1
+            self.stats.bad_events.append(BadEvent(line, exc.field, exc.message))
+            return
         engine.force_accept(event)
         if watermark is None:  # the older rule: each accepted event moved the watermark
             self._floor = max(self._floor, event.ts - engine.lateness)
