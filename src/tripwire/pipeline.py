@@ -89,8 +89,8 @@ class Pipeline:
         if unusable:
             with self.store.write() as batch:
                 batch.quarantine(unusable, [row.message_id for row in unusable])
-            for row in unusable:
-                log.warning("logged event quarantined", message_id=row.message_id, reason=row.reason)
+            for entry in unusable:
+                log.warning("logged event quarantined", message_id=entry.message_id, reason=entry.reason)
         engine.accepted = 0
         engine.dirty.clear()
         engine.dirty_links.clear()
