@@ -324,3 +324,28 @@ async def test_no_server_listening_is_retried(http: httpx.AsyncClient) -> None:
     outcome = await mail.attempt(message(mail.action, traits=TRAITS))
     assert not outcome.ok and not outcome.permanent
     assert "SMTPConnectError" in (outcome.error or "")
+
+
+async def test_smtp_timeout_bounds_each_step_of_the_conversation(http: httpx.AsyncClient) -> None:
+    """A server that accepts the connection and never greets: smtp.timeout ends the wait, not the attempt's."""
+    import asyncio
+    import time
+
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # kept open, never a word
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mail = channel(http, f"{{host: 127.0.0.1, port: {port}, security: none, timeout: 300ms}}", "    timeout: 10s\n")
+    started = time.monotonic()
+    try:
+        outcome = await mail.attempt(message(mail.action, traits=TRAITS))
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert not outcome.ok and not outcome.permanent
+    assert "Timeout" in (outcome.error or "") and time.monotonic() - started < 3

@@ -291,7 +291,9 @@ class Clock:
         return self.now
 
 
-def fcm(http: httpx.AsyncClient, google: Google, tokens: TokenCache, account: str | None = None) -> PushChannel:
+def fcm(
+    http: httpx.AsyncClient, google: Google, tokens: TokenCache, account: str | None = None, extra: str = ""
+) -> PushChannel:
     yaml = f"""\
   push:
     type: push
@@ -304,7 +306,7 @@ def fcm(http: httpx.AsyncClient, google: Google, tokens: TokenCache, account: st
     data: {{sku: "{{{{ events[0].properties.sku }}}}"}}
     ttl: 1h
     allow_private: true
-"""
+{extra}"""
     config = action(yaml, "push", {"FCM_SERVICE_ACCOUNT": account or json.dumps(google.account)})
     return PushChannel(config, http, tokens=tokens)
 
@@ -427,3 +429,21 @@ triggers:
     [delivered] = push_service.delivered
     assert delivered["payload"]["title"] == "Thanks, Ada"
     assert delivered["payload"]["tag"] == h.outbox.find()[0].fire_id
+
+
+async def test_the_device_token_from_a_template(google: Google, http: httpx.AsyncClient) -> None:
+    push = fcm(http, google, TokenCache(), extra="    token: '{{ user.traits.devices.android }}'\n")
+    outcome = await push.attempt(message(push.action, traits={"name": "Ada", "devices": {"android": "device-7"}}))
+    assert outcome.ok, outcome.error
+    assert google.sent[-1]["body"]["message"]["token"] == "device-7"
+
+
+async def test_a_vapid_key_from_a_pem_file(push_service: PushService, http: httpx.AsyncClient, tmp_path: Path) -> None:
+    key_file = tmp_path / "vapid.pem"
+    key_file.write_text(pem(push_service.vapid_key))
+    push = webpush(http, push_service, key=str(key_file))
+    outcome = await push.attempt(
+        message(push.action, traits={"name": "Di", "push_subscription": subscription(push_service)})
+    )
+    assert outcome.ok, outcome.error
+    assert push_service.delivered[-1]["payload"]["title"] == "Di, still thinking it over?"
