@@ -208,9 +208,13 @@ class Pipeline:
     def _probe(self, live: Engine, event: Event, now: int) -> str | None:
         """Apply one event alone, on a scratch engine holding only its users' state; why it fails, if it does."""
         scratch = Engine(self.rules, dedup_window=None, follow_events=False)
-        scratch.links = dict(live.links)
-        ids = (event.user_id, event.anonymous_id, event.raw.get("previousId"))
-        for uid in {live.resolve(x) for x in ids if isinstance(x, str)}:
+        ids = [x for x in (event.user_id, event.anonymous_id, event.raw.get("previousId")) if isinstance(x, str)]
+        for start in ids:  # only the links this event follows, not every link of the live engine
+            here = start
+            while here in live.links:
+                scratch.links[here] = live.links[here]
+                here = live.links[here]
+        for uid in {live.resolve(x) for x in ids}:
             data = live.dump_user(uid)
             if data is not None:
                 scratch.load_user(uid, data)
