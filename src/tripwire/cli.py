@@ -23,7 +23,8 @@ from tripwire.durations import format_duration
 from tripwire.engine import Fire
 from tripwire.errors import RulesError
 from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
-from tripwire.rules import Rules, Trigger, load_rules
+from tripwire.rules import Rules, Trigger, parse_rules
+from tripwire.rules.source import read_rules_file
 from tripwire.timestamps import format_ms
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def _err() -> Console:
 
 def _load(path: str) -> Rules:
     try:
-        return load_rules(path)
+        return parse_rules(read_rules_file(path), path)
     except RulesError as exc:
         console = _err()
         console.print(f"[bold red]{path}: {len(exc.problems)} problem(s)[/]")

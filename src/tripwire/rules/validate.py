@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tripwire.durations import ALLOWED as DURATION_ALLOWED
-from tripwire.durations import parse_duration
+from tripwire.durations import format_duration, parse_duration
 from tripwire.errors import DurationError, RuleProblem
 from tripwire.rules.delivery import DeliveryChecks
 from tripwire.rules.model import (
@@ -24,6 +24,7 @@ from tripwire.rules.model import (
     TraitGuard,
     Trigger,
 )
+from tripwire.rules.patterns import PatternError, check_pattern
 from tripwire.rules.source import Path, Source
 from tripwire.rules.where import (
     COMBINATORS,
@@ -45,6 +46,8 @@ SHAPE_KEYS: dict[Shape, tuple[str, ...]] = {
 }
 SETTINGS_KEYS = ("allowed_lateness", "dedup_window", "frequency_cap", "quiet_hours")
 TOP_KEYS = ("settings", "triggers", "actions")
+# A bound far past any window or cooldown, kept so that every deadline stays a date (year 9999 at most)
+MAX_DURATION_MS = 100 * 365 * 86_400_000
 _TRIGGER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 
@@ -65,8 +68,12 @@ class _Builder:
     def duration(self, value: Any, path: Path, *, positive: bool = True) -> int | None:
         try:
             ms = parse_duration(value)
-        except DurationError:
-            self.problem(path, f"{value!r} is not a duration; use {DURATION_ALLOWED}")
+        except (DurationError, ValueError):  # ValueError: more digits than Python converts
+            self.problem(path, f"{_shown(value)} is not a duration; use {DURATION_ALLOWED}")
+            return None
+        if ms > MAX_DURATION_MS:
+            longest = format_duration(MAX_DURATION_MS)
+            self.problem(path, f"{_shown(value)} is longer than {longest}, the longest allowed")
             return None
         if positive and ms <= 0:
             self.problem(path, "must be longer than zero")
@@ -142,9 +149,9 @@ class _Builder:
             return False
         if op == "matches":
             try:
-                re.compile(operand)
-            except re.error as exc:
-                self.problem(path, f"{operand!r} is not a valid regular expression: {exc}")
+                check_pattern(operand)
+            except PatternError as exc:
+                self.problem(path, f"{_shown(operand)}: {exc}")
                 return False
         return True
 
@@ -202,7 +209,7 @@ class _Builder:
     def types(self, value: Any, path: Path, activity_only: bool) -> frozenset[str] | None:
         items = value if isinstance(value, list) else [value]
         allowed = ACTIVITY_TYPES if activity_only else EVENT_TYPES
-        bad = [v for v in items if v not in allowed]
+        bad = [v for v in items if not isinstance(v, str) or v not in allowed]  # a mapping is not hashable
         if bad or not items:
             note = " (only activity events count here)" if activity_only else ""
             self.problem(path, f"{bad or value!r}: type takes {', '.join(sorted(allowed))}{note}")
@@ -415,6 +422,12 @@ class _Builder:
         if any(v is None for v in values.values()):
             return None
         return Settings(**values)
+
+
+def _shown(value: Any) -> str:
+    """`value` for an error message: its repr, cut short so a hostile file cannot flood the output."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "…" + text[-10:]
 
 
 def _positive_int(value: Any) -> bool:
