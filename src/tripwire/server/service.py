@@ -250,7 +250,9 @@ class Service:
             elif first is not _IDLE:
                 items.append(first)
             count = sum(len(i.events) for i in items if isinstance(i, _Submission))
-            while count < self.max_batch_events and not any(isinstance(i, _Command) for i in items):
+            # A command (a reload, a retry) ends the round: what came after it waits for the next.
+            command = any(isinstance(i, _Command) for i in items)
+            while count < self.max_batch_events and not command:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -261,6 +263,8 @@ class Service:
                 items.append(more)
                 if isinstance(more, _Submission):
                     count += len(more.events)
+                else:
+                    command = True
             if self._broken is not None and not self._rebuild():
                 self._fail_all(items, self._broken)
                 continue
