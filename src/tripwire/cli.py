@@ -22,6 +22,7 @@ from tripwire import __version__
 from tripwire.durations import format_duration
 from tripwire.engine import Fire
 from tripwire.errors import RulesError
+from tripwire.redact import redact_text, redact_url
 from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
 from tripwire.rules import Rules, Trigger, parse_rules
 from tripwire.rules.source import read_rules_file
@@ -104,12 +105,13 @@ def check(rules: str) -> None:
     if loaded.actions:
         actions = Table()
         for column in ("action", "type", "to", "limits"):
-            actions.add_column(column)
+            actions.add_column(column, overflow="fold")
         for action in loaded.actions.values():
             if action.type == "in_app":
                 target = "the in-app inbox"
             else:
-                target = action.options.get("url") or action.options.get("smtp", {}).get("host") or ""
+                target = redact_url(action.options["url"]) if "url" in action.options else ""
+                target = target or action.options.get("smtp", {}).get("host") or ""
             limits = f"{action.max_attempts} attempts, timeout {format_duration(action.timeout)}"
             if action.rate_limit:
                 limits += f", {action.rate_limit[0]} per {format_duration(action.rate_limit[1])}"
@@ -320,7 +322,7 @@ def deliveries(ctx: click.Context, data_dir: str, dead: bool, status: str | None
         table.add_column(column)
     for row in rows:
         cells = (str(row.id), row.action, row.trigger, row.user_id, row.status, str(row.attempts),
-                 format_ms(row.updated_at), row.reason or "")  # fmt: skip
+                 format_ms(row.updated_at), redact_text(row.reason or ""))  # fmt: skip
         table.add_row(*(escape(cell) for cell in cells))
     Console(highlight=False).print(table)
 

@@ -10,6 +10,7 @@ from typing import Any
 from tripwire.durations import ALLOWED as DURATION_ALLOWED
 from tripwire.durations import format_duration, parse_duration
 from tripwire.errors import DurationError, RuleProblem
+from tripwire.redact import redact_text
 from tripwire.rules.delivery import DeliveryChecks
 from tripwire.rules.model import (
     ACTIVITY_TYPES,
@@ -48,6 +49,11 @@ SETTINGS_KEYS = ("allowed_lateness", "dedup_window", "frequency_cap", "quiet_hou
 TOP_KEYS = ("settings", "triggers", "actions")
 # A bound far past any window or cooldown, kept so that every deadline stays a date (year 9999 at most)
 MAX_DURATION_MS = 100 * 365 * 86_400_000
+# action settings whose values are credentials, or hold them (a webhook URL's path): never quoted
+_SECRET_FIELDS = frozenset(
+    {"url", "endpoint", "headers", "secret", "password", "username", "token", "vapid_private_key", "service_account"}
+)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 _TRIGGER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 
@@ -61,7 +67,22 @@ class _Builder:
 
     def problem(self, path: Path, message: str) -> None:
         field = ".".join(str(p) for p in path) or "(top level)"
+        if path[:1] == ("actions",) and (_SECRET_FIELDS.intersection(path[2:]) or "${" in str(self.raw(path))):
+            # a value quoted here may be a credential, and one from the environment may be anything
+            message = _QUOTED.sub("'***'", message)
+        message = redact_text(message)
         self.problems.append(RuleProblem(self.source.filename, self.source.line(path), self.current, field, message))
+
+    def raw(self, path: Path) -> Any:
+        """The value at `path` as the file wrote it (before `${NAME}` is filled in), None if absent."""
+        value = self.source.data
+        for step in path:
+            found = isinstance(value, dict) and step in value
+            found |= isinstance(value, list) and isinstance(step, int) and step < len(value)
+            if not found:
+                return None
+            value = value[step]
+        return value
 
     # -- scalars -------------------------------------------------------------------
 

@@ -22,12 +22,21 @@ CREDENTIALS_FILE: Final = "credentials.json"
 Note = tuple[str, str | None, str]
 
 
-@dataclass
+@dataclass(repr=False)
 class Credentials:
+    """The server's credentials, and a note on where each came from for the startup lines."""
+
     write_keys: list[Secret]
     admin_token: Secret
     inbox_secret: Secret
     notes: list[Note]
+
+    def __repr__(self) -> str:  # a note holds a value just made; each Secret masks itself
+        notes = [(label, None if value is None else "**********", source) for label, value, source in self.notes]
+        return (
+            f"Credentials(write_keys={self.write_keys!r}, admin_token={self.admin_token!r}, "
+            f"inbox_secret={self.inbox_secret!r}, notes={notes!r})"
+        )
 
 
 def load_credentials(data_dir: Path, environ: Mapping[str, str] | None = None) -> Credentials:

@@ -2,8 +2,11 @@
 (an error status, or bad events in a batch otherwise taken).
 
 Credentials never reach a log line: requests are logged by method, path, status and
-duration only (no headers, no query string, no body), and a last processor masks any
-field whose name says it holds a credential, in case a future call passes one.
+duration only (no headers, no query string, no body); a processor masks any field whose
+name says it holds a credential, in case a future call passes one, and the last redacts
+URLs and tokens in every text, the rendered exception included (an HTTP client's error
+may quote a webhook URL whose path is its secret). uvicorn's own lines go through the
+same redaction (`RedactingFormatter`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger, Processor
 
+from tripwire.redact import redact_text
+
 _CREDENTIAL_FIELDS: Final = frozenset(
-    {"authorization", "admin_token", "token", "write_key", "writekey", "write_keys", "password", "secret"}
-)
+    {"authorization", "admin_token", "token", "write_key", "writekey", "write_keys", "password", "secret",
+     "inbox_secret", "api_key", "private_key", "vapid_private_key", "service_account", "headers", "cookie"}
+)  # fmt: skip
 MASK: Final = "**********"
 
 
@@ -32,13 +38,31 @@ def mask_credentials(_logger: Any, _method: str, event: MutableMapping[str, Any]
     return event
 
 
-# The chain `tripwire serve` logs through: level, UTC time, credentials masked, JSON.
+def redact_values(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor redacting URLs and tokens in every text field (see `tripwire.redact`)."""
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = redact_text(value)
+        elif value is not None and not isinstance(value, (int, float, bool)):
+            event[name] = redact_text(str(value))  # a URL object, an exception, a list of them
+    return event
+
+
+class RedactingFormatter(logging.Formatter):
+    """A logging formatter whose whole line, traceback included, has URLs and tokens redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+# The chain `tripwire serve` logs through: level, UTC time, credentials masked, secrets redacted, JSON.
 PROCESSORS: Final[tuple[Processor, ...]] = (
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     mask_credentials,
     structlog.processors.format_exc_info,
+    redact_values,
     structlog.processors.JSONRenderer(),
 )
 

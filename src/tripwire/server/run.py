@@ -25,7 +25,7 @@ from tripwire.engine import Fire
 from tripwire.server.app import create_app
 from tripwire.server.credentials import load_credentials
 from tripwire.server.inbox import inbox_routes
-from tripwire.server.logs import PROCESSORS
+from tripwire.server.logs import PROCESSORS, RedactingFormatter
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
 from tripwire.store import SqliteOutbox
@@ -74,7 +74,7 @@ def configure_logging(level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('{"level": "%(levelname)s", "logger": "%(name)s", "event": "%(message)s"}'))
+    handler.setFormatter(RedactingFormatter('{"level": "%(levelname)s", "logger": "%(name)s", "event": "%(message)s"}'))
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
@@ -114,8 +114,11 @@ async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level:
     server = _Server(config, on_exit=inbox.feed.close)
     print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
     print(f"tripwire: Segment endpoint http://{host}:{port}/v1/batch, admin API http://{host}:{port}/api", flush=True)
+    # A credential just made is shown once, and only to a person at a terminal: when stdout
+    # is a file or a pipe it ends up in logs that outlive it; the data folder keeps it.
+    show = sys.stdout.isatty()
     for label, value, source in credentials.notes:
-        shown = f"{value} ({source})" if value is not None else f"({source})"
+        shown = f"{value} ({source})" if value is not None and show else f"({source})"
         print(f"tripwire: {label}: {shown}", flush=True)
     sending = asyncio.create_task(dispatcher.run(), name="dispatcher")
     housekeeping = asyncio.create_task(_housekeeping(service, goals, inbox), name="housekeeping")
