@@ -166,6 +166,10 @@ class Settings:
     """The `settings` section; durations in milliseconds."""
 
     allowed_lateness: int = 5_000
+    # Client clocks within this of the server's keep their timestamps (SPEC §1).
+    clock_skew_tolerance: int = 2_000
+    # After a restart, how long the live watermark waits for SDKs to resend.
+    restart_grace: int = 60_000
     dedup_window: int = 7 * 86_400_000
     frequency_caps: tuple[FrequencyCap, ...] = ()
     quiet_hours: QuietHours | None = None

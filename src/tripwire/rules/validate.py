@@ -45,7 +45,14 @@ SHAPE_KEYS: dict[Shape, tuple[str, ...]] = {
     "absence": ("when", "unless", "within", "restart", "key"),
     "inactivity": ("inactive", "of"),
 }
-SETTINGS_KEYS = ("allowed_lateness", "dedup_window", "frequency_cap", "quiet_hours")
+SETTINGS_KEYS = (
+    "allowed_lateness",
+    "clock_skew_tolerance",
+    "restart_grace",
+    "dedup_window",
+    "frequency_cap",
+    "quiet_hours",
+)
 TOP_KEYS = ("settings", "triggers", "actions")
 # A bound far past any window or cooldown, kept so that every deadline stays a date (year 9999 at most)
 MAX_DURATION_MS = 100 * 365 * 86_400_000
