@@ -19,9 +19,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from tripwire import __version__
-from tripwire.durations import format_duration
+from tripwire.durations import format_duration, parse_duration
 from tripwire.engine import Fire
-from tripwire.errors import RulesError
+from tripwire.errors import DurationError, RulesError
 from tripwire.redact import redact_text, redact_url
 from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
 from tripwire.rules import Rules, Trigger, parse_rules
@@ -238,25 +238,72 @@ def _summary(console: Console, stats: ReplayStats, rules: Rules) -> None:
     console.print(fires)
 
 
+class _Seconds(click.ParamType[float]):
+    """A duration flag (500ms, 10s, 2m) given to the server in seconds."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            ms = parse_duration(value)
+        except DurationError as exc:
+            self.fail(str(exc), param, ctx)
+        if ms <= 0:
+            self.fail("must be longer than zero", param, ctx)
+        return ms / 1000
+
+
+def _limit_option(name: str, default: str, text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    variable = "TRIPWIRE_" + name.upper().replace("-", "_")
+    return click.option(f"--{name}", default=default, show_default=True, type=_Seconds(), envvar=variable,
+                        show_envvar=True, help=text)  # fmt: skip
+
+
 @main.command()
 @click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False), help="The rules file.")
 @click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="Where the store lives.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8700, show_default=True, type=int)
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
-def serve(rules_path: str, data_dir: str, host: str, port: int, log_level: str) -> None:
+@_limit_option("header-timeout", "10s", "Close a connection whose request line and headers take longer.")
+@_limit_option("body-timeout", "30s", "Close a connection whose request body takes longer, once its headers are in.")
+@_limit_option("keep-alive-timeout", "5s", "Close a connection idle this long between requests.")
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              envvar="TRIPWIRE_MAX_CONNECTIONS", show_envvar=True,
+              help="Open connections at most; past it the oldest idle or half-open one is closed.")  # fmt: skip
+def serve(
+    rules_path: str,
+    data_dir: str,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int,
+) -> None:
     """Take events over the Segment HTTP API and fire triggers in real time.
 
     Write keys come from TRIPWIRE_WRITE_KEYS (comma-separated) and the admin token from
-    TRIPWIRE_ADMIN_TOKEN; when unset, they are made, saved in the data folder and shown.
+    TRIPWIRE_ADMIN_TOKEN; when unset, they are made and saved in the data folder (and
+    shown once when the output is a terminal).
     Stops cleanly on SIGTERM or Ctrl-C: no acknowledged event is lost.
 
-    Example: tripwire serve --rules examples/shop/rules.yaml
+    Example: tripwire serve --rules examples/shop/rules.yaml --max-connections 4000
     """
+    from tripwire.server.connections import ConnectionLimits
     from tripwire.server.run import run
 
     _load(rules_path)
-    run(Path(rules_path), Path(data_dir), host, port, log_level)
+    limits = ConnectionLimits(
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_connections=max_connections,
+    )
+    run(Path(rules_path), Path(data_dir), host, port, log_level, limits)
 
 
 @main.command()

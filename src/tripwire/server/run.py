@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from tripwire.actions.in_app import Inbox
 from tripwire.actions.registry import make_channel
 from tripwire.engine import Fire
 from tripwire.server.app import create_app
+from tripwire.server.connections import ConnectionLimits, fit_to_fd_limit, guarded_protocol
 from tripwire.server.credentials import load_credentials
 from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import PROCESSORS, RedactingFormatter
@@ -82,9 +84,18 @@ def configure_logging(level: str = "info") -> None:
         logger.propagate = False
 
 
-async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level: str = "info") -> None:
+async def serve(
+    rules: Path,
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    limits: ConnectionLimits | None = None,
+) -> None:
     """Run until SIGINT or SIGTERM; then stop taking traffic, finish deliveries in flight,
     drain the ingest queue, commit and exit."""
+    limits = fit_to_fd_limit(limits or ConnectionLimits())
     credentials = load_credentials(data_dir)
     service = Service(rules, data_dir)
     await service.start()  # opens the store and applies migrations first
@@ -109,7 +120,15 @@ async def serve(rules: Path, data_dir: Path, host: str, port: int, *, log_level:
         extra_routes=inbox_routes(inbox, write_keys=credentials.write_keys, secret=credentials.inbox_secret),
     )
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=max(1, math.ceil(limits.keep_alive_timeout)),  # uvicorn takes whole seconds
     )
     server = _Server(config, on_exit=inbox.feed.close)
     print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
@@ -148,7 +167,7 @@ async def _housekeeping(service: Service, goals: SqliteGoals, inbox: Inbox) -> N
             log.exception("housekeeping failed; trying again next round")
 
 
-def run(rules: Path, data_dir: Path, host: str, port: int, log_level: str) -> None:
+def run(rules: Path, data_dir: Path, host: str, port: int, log_level: str, limits: ConnectionLimits) -> None:
     configure_logging(log_level)
     gc.set_threshold(100_000, 50, 100)
-    asyncio.run(serve(rules, data_dir, host, port, log_level=log_level))
+    asyncio.run(serve(rules, data_dir, host, port, log_level=log_level, limits=limits))
