@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tripwire.errors import EventError
+from tripwire.errors import EventError, RulesError
 from tripwire.events import parse_event
+from tripwire.rules import parse_rules
 from tripwire.timestamps import format_ms, parse_ms
 
 T0 = "2026-03-01T12:00:00.000Z"
@@ -79,9 +80,93 @@ def test_original_timestamp_wins_over_timestamp_as_client_time() -> None:
         timestamp="2020-01-01T00:00:00Z",
         originalTimestamp="2026-03-01T11:00:00.000Z",
         sentAt="2026-03-01T11:00:01.000Z",
-        receivedAt="2026-03-01T11:00:02.000Z",
+        receivedAt="2026-03-01T11:00:05.000Z",
     )
-    assert format_ms(parse_event(obj).ts) == "2026-03-01T11:00:01.000Z"
+    assert format_ms(parse_event(obj).ts) == "2026-03-01T11:00:04.000Z"
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2000, -2000])
+def test_a_clock_within_the_tolerance_keeps_its_timestamp(gap: int) -> None:
+    """§1: the correction applies only when |receivedAt - sentAt| > clock_skew_tolerance (2s)."""
+    obj = ev(timestamp="2026-03-01T11:59:59.000Z", sentAt=T0, receivedAt=format_ms(parse_ms(T0) + gap))
+    assert format_ms(parse_event(obj).ts) == "2026-03-01T11:59:59.000Z"
+    assert obj["timestamp"] == "2026-03-01T11:59:59.000Z"
+    assert "originalTimestamp" not in obj  # nothing rewritten, nothing added
+
+
+def test_two_requests_of_a_good_clock_keep_their_order_whatever_their_network_delay() -> None:
+    """Issue 13: an identify sent just before a track must stay before it, even if it took longer to arrive."""
+    identify = ev(type="identify", event=..., timestamp="2026-03-01T12:00:00.000Z", sentAt="2026-03-01T12:00:00.001Z")
+    track = ev(timestamp="2026-03-01T12:00:00.003Z", sentAt="2026-03-01T12:00:00.004Z")
+    identify["receivedAt"] = "2026-03-01T12:00:00.090Z"  # 89 ms on the way
+    track["receivedAt"] = "2026-03-01T12:00:00.010Z"  # 6 ms on the way
+    assert parse_event(identify).ts < parse_event(track).ts
+
+
+def test_the_tolerance_is_a_parameter_and_zero_always_corrects() -> None:
+    """§1: `clock_skew_tolerance` is a setting; parse_event takes it in milliseconds."""
+    fields = {"timestamp": "2026-03-01T11:00:00.000Z", "sentAt": "2026-03-01T11:00:01.000Z"}
+    received = "2026-03-01T11:00:05.000Z"
+    assert format_ms(parse_event(ev(**fields, receivedAt=received)).ts) == "2026-03-01T11:00:04.000Z"
+    kept = parse_event(ev(**fields, receivedAt=received), skew_tolerance=5_000).ts
+    assert format_ms(kept) == "2026-03-01T11:00:00.000Z"
+    near = {"timestamp": "2026-03-01T11:00:00.000Z", "sentAt": "2026-03-01T11:00:00.500Z"}
+    corrected = parse_event(ev(**near, receivedAt="2026-03-01T11:00:00.501Z"), skew_tolerance=0).ts
+    assert format_ms(corrected) == "2026-03-01T11:00:00.001Z"
+
+
+def test_only_an_original_timestamp_within_the_tolerance_becomes_the_timestamp() -> None:
+    """docs/server.md: with no correction, an event without `timestamp` takes its originalTimestamp."""
+    obj = ev(timestamp=..., originalTimestamp="2026-03-01T11:59:59.000Z", sentAt=T0, receivedAt=T0)
+    assert format_ms(parse_event(obj).ts) == "2026-03-01T11:59:59.000Z"
+    assert obj["timestamp"] == "2026-03-01T11:59:59.000Z"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fragment"),
+    [
+        ({"timestamp": "0001-01-01T00:00:00.000Z"}, "timestamp", "years 1970 to 9999"),
+        ({"timestamp": "1969-12-31T23:59:59.999Z"}, "timestamp", "years 1970 to 9999"),
+        ({"timestamp": "9999-12-31T23:59:59.999-01:00"}, "timestamp", "years 1970 to 9999"),
+        ({"timestamp": "10000-01-01T00:00:00Z"}, "timestamp", "not an ISO-8601"),
+        ({"sentAt": "0001-01-01T00:00:00Z", "receivedAt": T0}, "sentAt", "years 1970 to 9999"),
+        # In range each, out of range once corrected: this used to be a 500 (OverflowError).
+        (
+            {"timestamp": "1970-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z", "receivedAt": T0},
+            "timestamp",
+            "outside the years 1970 to 9999",
+        ),
+        (
+            {"timestamp": "9999-12-31T00:00:00Z", "sentAt": "1970-01-01T00:00:00Z", "receivedAt": T0},
+            "timestamp",
+            "outside the years 1970 to 9999",
+        ),
+    ],
+)
+def test_times_outside_1970_to_9999_are_bad_before_and_after_the_correction(
+    fields: dict[str, Any], field: str, fragment: str
+) -> None:
+    """docs/server.md, Limits and bad input: event times are held to 1970..9999."""
+    with pytest.raises(EventError) as caught:
+        parse_event(ev(**fields))
+    assert caught.value.field == field
+    assert fragment in caught.value.message
+
+
+def test_the_edges_of_the_time_range_are_good() -> None:
+    assert parse_event(ev(timestamp="1970-01-01T00:00:00.000Z")).ts == 0
+    assert format_ms(parse_event(ev(timestamp="9999-12-31T23:59:59.999Z")).ts) == "9999-12-31T23:59:59.999Z"
+
+
+def test_a_bad_value_is_quoted_short_in_the_message_however_deep_or_long() -> None:
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    for field, bad in (("userId", deep), ("type", "y" * 100_000), ("timestamp", "y" * 100_000)):
+        with pytest.raises(EventError) as caught:
+            parse_event(ev(**{field: bad}))
+        assert caught.value.field == field
+        assert len(caught.value.message) < 200
 
 
 def test_without_a_client_time_the_event_time_is_received_at() -> None:
@@ -138,3 +223,29 @@ def test_the_fast_timestamp_path_agrees_with_the_calendar(moment: datetime, repe
     for _ in range(repeat + 1):
         assert parse_ms(text) == expected
     assert format_ms(expected) == text
+
+
+RULES = """\
+settings:
+{settings}
+triggers:
+  t: {{when: a}}
+"""
+
+
+def test_the_time_settings_default_to_2s_of_skew_tolerance_and_60s_of_restart_grace() -> None:
+    """SPEC §1 and docs/rules.md: clock_skew_tolerance 2s, restart_grace 60s, in milliseconds."""
+    settings = parse_rules(RULES.format(settings="  allowed_lateness: 5s")).settings
+    assert (settings.clock_skew_tolerance, settings.restart_grace) == (2_000, 60_000)
+    given_ = parse_rules(RULES.format(settings="  clock_skew_tolerance: 500ms\n  restart_grace: 0s")).settings
+    assert (given_.clock_skew_tolerance, given_.restart_grace) == (500, 0)
+
+
+@pytest.mark.parametrize("name", ["clock_skew_tolerance", "restart_grace"])
+@pytest.mark.parametrize("value", ["2 seconds", "-1s", "true", "[1s]"])
+def test_a_bad_time_setting_is_a_located_error(name: str, value: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(RULES.format(settings=f"  {name}: {value}"), "rules.yaml")
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line, problem.field) == ("rules.yaml", 2, f"settings.{name}")
+    assert "not a duration" in problem.message
