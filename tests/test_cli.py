@@ -142,3 +142,21 @@ def test_every_command_has_help_with_an_example() -> None:
         result = run(command, "--help")
         assert result.returncode == 0
         assert "Example:" in result.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--header-timeout", "soon", "'soon' is not a duration"),
+        ("--body-timeout", "0s", "must be longer than zero"),
+        ("--max-connections", "0", "0 is not in the range"),
+    ],
+)
+def test_serve_refuses_a_bad_connection_limit_naming_the_flag(
+    rules_file: Path, tmp_path: Path, flag: str, value: str, says: str
+) -> None:
+    result = run("serve", "--rules", str(rules_file), "--data", str(tmp_path / "data"), flag, value)
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert flag in err and says in err, err
+    assert not (tmp_path / "data").exists()

@@ -37,3 +37,11 @@ def test_a_partial_file_is_completed_and_kept(tmp_path: Path) -> None:
     credentials = load_credentials(tmp_path, {})
     assert [k.reveal() for k in credentials.write_keys] == ["wk"]
     assert set(json.loads(path.read_text())) == {"write_keys", "admin_token", "inbox_secret"}
+
+
+def test_no_repr_of_the_credentials_shows_a_value_even_one_just_made(tmp_path: Path) -> None:
+    made = load_credentials(tmp_path, {})
+    values = [made.admin_token.reveal(), made.inbox_secret.reveal(), *(k.reveal() for k in made.write_keys)]
+    assert any(value is not None for _, value, _ in made.notes)  # just made: the notes hold them, to show once
+    for text in (repr(made), str(made), repr(made.write_keys)):
+        assert not [value for value in values if value in text], text
