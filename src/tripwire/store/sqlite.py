@@ -158,9 +158,13 @@ def secure_folder(folder: Path) -> None:
 
 def connect(path: Path) -> sqlite3.Connection:
     # SQLite gives its -wal and -shm files the mode of the database file, so that one is enough.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-    if path.stat().st_mode & 0o777 != FILE_MODE:
-        path.chmod(FILE_MODE)
+    # Never open and close a descriptor of a database this process may have open: closing any
+    # descriptor of a file drops every POSIX lock the process holds on it, and SQLite's with them.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        if path.stat().st_mode & 0o777 != FILE_MODE:
+            path.chmod(FILE_MODE)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: each commit is on disk before the server acknowledges (group commit keeps it cheap).
