@@ -18,6 +18,7 @@ from http_harness import (
     ADMIN,
     ADMIN_TOKEN,
     OTHER_WRITE_KEY,
+    RULES,
     T0,
     T0_MS,
     WRITE_KEY,
@@ -30,6 +31,7 @@ from http_harness import (
     make_service,
     track,
 )
+from tripwire.limits import MAX_STRING
 from tripwire.server.auth import Secret
 from tripwire.server.ingest import MAX_BATCH_BYTES, MAX_EVENT_BYTES, Inflater
 from tripwire.server.metrics import Metrics
@@ -281,12 +283,103 @@ async def test_an_event_more_than_a_day_in_the_future_is_bad_since_it_would_make
     assert (await post(h, "/v1/track", track(timestamp=soon), **key_headers())).status_code == 200
 
 
+# -- structural limits (docs/server.md, Limits and bad input) ---------------------------
+
+
+def deep(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fragment"),
+    [
+        ({"properties": {"n": 2**64}}, "properties.n", "64-bit"),
+        ({"properties": {"a": {"b": [1, 2, 3, -(2**70)]}}}, "properties.a.b[3]", "64-bit"),
+        ({"properties": {"a": deep(70)}}, "properties.a" + ".a" * 62, "deeper than 64"),
+        ({"properties": {"k" * 300: 1}}, "properties", "a key of 300"),
+        ({"context": {f"k{i}": i for i in range(1001)}}, "context", "1001 keys"),
+        ({"properties": {"l": [0] * 2001}}, "properties.l", "2001 items"),
+        ({"properties": {"s": "x" * 16_385}}, "properties.s", "string of 16385"),
+    ],
+)
+async def test_a_single_event_past_a_limit_is_400_naming_the_path(
+    h: Harness, fields: dict[str, Any], field: str, fragment: str
+) -> None:
+    reply = await post(h, "/v1/track", track(**fields), **key_headers())
+    assert reply.status_code == 400, reply.text
+    [error] = reply.json()["errors"]
+    assert error["field"] == field and fragment in error["message"]
+    assert await logged(h) == []
+
+
+async def test_an_event_nested_within_the_limit_but_past_the_fast_decode_is_stored(h: Harness) -> None:
+    reply = await post(h, "/v1/batch", {"batch": [track(messageId="d", properties={"a": deep(40)})]}, **key_headers())
+    assert reply.json() == {"success": True}
+    assert [e["message_id"] for e in await logged(h)] == ["d"]
+
+
+async def test_an_event_that_does_not_decode_is_named_and_its_batch_neighbours_kept(h: Harness) -> None:
+    """Issue 7 item 3: 1,100 levels used to be a 500, and the SDK's retries lost the whole batch."""
+    good = json.dumps(track(messageId="good")).encode()
+    nan = b'{"type":"track","event":"x","userId":"u","properties":{"p":[1,NaN]}}'
+    far = b'{"type":"track","event":"x","userId":"u","properties":' + b"[" * 1100 + b"]" * 1100 + b"}"
+    lone = b'{"type":"track","event":"x","userId":"u","traits":{"t":"\\ud800"}}'  # a lone surrogate
+    body = b'{"batch":[' + b",".join([nan, good, far, lone]) + b'],"sentAt":"' + T0.encode() + b'"}'
+    reply = await post(h, "/v1/batch", content=body, **key_headers())
+    assert reply.status_code == 200, reply.text
+    errors = reply.json()["errors"]
+    assert [(e["index"], e["field"].split("[0][0]")[0]) for e in errors] == [
+        (0, "properties.p[1]"),
+        (2, "properties"),
+        (3, "traits.t"),
+    ]
+    assert all("not valid JSON" in e["message"] for e in errors)
+    assert [e["message_id"] for e in await logged(h)] == ["good"]
+
+
+async def test_a_batch_context_past_a_limit_is_400_naming_it(h: Harness) -> None:
+    body = {"batch": [track()], "context": {"ip": "1.2.3.4", "n": 2**64}}
+    reply = await post(h, "/v1/batch", body, **key_headers())
+    assert reply.status_code == 400 and reply.json()["field"] == "context.n"
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [(b'{"batch": [{"a": 1}', None), (b'{"event": "x", "userId": "u", "properties": {"v": NaN}}', "properties.v")],
+)
+async def test_a_body_that_is_not_json_is_400_saying_where_when_it_can(
+    h: Harness, content: bytes, field: str | None
+) -> None:
+    path = "/v1/batch" if content.startswith(b'{"batch"') else "/v1/track"
+    reply = await post(h, path, content=content, **key_headers())
+    assert reply.status_code == 400
+    assert reply.json()["code"] == "bad_json" and reply.json().get("field") == field
+
+
+async def test_the_rules_clock_skew_tolerance_decides_whether_ingest_corrects(tmp_path: Path) -> None:
+    """SPEC §1: a client clock 5 s off is corrected with the default 2 s, kept with 10 s."""
+    sent = format_ms(T0_MS - 5_000)  # the client's clock is 5 s behind the server's T0
+    stamp = format_ms(T0_MS - 6_000)
+    for tolerance, expected in (("2s", T0_MS - 1_000), ("10s", T0_MS - 6_000)):
+        rules = RULES.replace("settings: {allowed_lateness: 5s}", f"settings: {{clock_skew_tolerance: {tolerance}}}")
+        (tmp_path / tolerance).mkdir()
+        async with harness(tmp_path / tolerance, rules=rules) as started:
+            reply = await post(started, "/v1/track", track(timestamp=stamp, sentAt=sent), **key_headers())
+            assert reply.status_code == 200, reply.text
+            [stored] = await logged(started)
+            assert stored["event"]["timestamp"] == format_ms(expected)
+
+
 # -- sizes and encodings -----------------------------------------------------------------
 
 
 def padded(size: int, **fields: Any) -> dict[str, Any]:
-    """An event of about `size` bytes JSON-encoded."""
-    return track(properties={"pad": "x" * size}, **fields)
+    """An event of about `size` bytes JSON-encoded, in strings within the limit of one string."""
+    chunk = MAX_STRING // 2
+    return track(properties={f"pad{i}": "x" * chunk for i in range(size // chunk + 1)}, **fields)
 
 
 async def test_a_single_event_over_32_kb_is_413(h: Harness) -> None:

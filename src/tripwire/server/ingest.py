@@ -20,8 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tripwire import limits
 from tripwire.errors import EventError
 from tripwire.events import Event, parse_event
+from tripwire.server import rawjson
 from tripwire.server.auth import HOW_TO_PASS_WRITE_KEY, Secret, any_matches, basic_user
 from tripwire.server.metrics import Metrics
 from tripwire.server.ports import ServiceAPI
@@ -37,6 +39,10 @@ SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "alias", "group")
 BATCH_PATHS: Final = ("/v1/batch", "/v1/import")
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
+# The common case: one decode that also holds every structural limit (tripwire.limits).
+_decode_event = msgspec.json.Decoder(limits.EVENT).decode
+_decode_batch = msgspec.json.Decoder(limits.BATCH).decode
+_UNDECODABLE = (msgspec.DecodeError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -107,14 +113,66 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or 400 naming what is wrong with it."""
+    """The body as a JSON object, or 400 naming what is wrong with it (and where, when it can tell)."""
     try:
         payload = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise Rejection(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    except _UNDECODABLE as exc:
+        raise _bad_json(body, exc, "") from None
     if not isinstance(payload, dict):
         kind = "a list" if isinstance(payload, list) else type(payload).__name__
         raise Rejection(400, "bad_request", f"the body must be a JSON object, not {kind}")
+    return payload
+
+
+def _bad_json(text: bytes, exc: Exception, where: str) -> Rejection:
+    path = _join(where, rawjson.failure_path(text, exc, limits.MAX_DEPTH))
+    return Rejection(400, "bad_json", f"the body is not valid JSON: {_decode_problem(exc)}", field=path or None)
+
+
+def _decode_problem(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return f"objects and lists are nested far deeper than {limits.MAX_DEPTH} levels; send flatter data"
+    return str(exc)
+
+
+def _join(where: str, path: str) -> str:
+    if not where:
+        return path
+    return f"{where}.{path}" if path and path[0] != "[" else where + path
+
+
+def decode_item(text: bytes) -> Any:
+    """One event's JSON text as what it decodes to, or the EventError naming where it does not."""
+    try:
+        return _decode(text)
+    except _UNDECODABLE as exc:
+        path = rawjson.failure_path(text, exc, limits.MAX_DEPTH)
+        return EventError(path or "(event)", f"not valid JSON: {_decode_problem(exc)}")
+
+
+def salvage_batch(body: bytes, exc: Exception) -> dict[str, Any]:
+    """A batch body that does not decode as a whole, read member by member and event by event.
+
+    Events that do not decode stand in `batch` as their EventError, so the others are kept.
+    Raises the 400 when the body is not an object holding a `batch` list, or when another
+    member does not decode.
+    """
+    found = rawjson.members(body)
+    if found is None:
+        raise _bad_json(body, exc, "")
+    payload: dict[str, Any] = {}
+    for key_text, value_text in found:
+        try:
+            key = _decode(key_text)
+        except _UNDECODABLE as key_exc:
+            raise _bad_json(body, key_exc, "") from None
+        if key == "batch" and (pieces := rawjson.items(value_text)) is not None:
+            payload[key] = [decode_item(piece) for piece in pieces]
+            continue
+        try:
+            payload[key] = _decode(value_text)
+        except _UNDECODABLE as member_exc:
+            raise _bad_json(value_text, member_exc, str(key)) from None
     return payload
 
 
@@ -125,6 +183,21 @@ def _merge_context(batch_context: dict[str, Any], own: Any) -> Any:
     if not isinstance(own, dict):
         return own  # parse_event names the field
     return {**batch_context, **own}
+
+
+def _decode_batch_body(body: bytes) -> tuple[dict[str, Any], bool]:
+    """The batch body, and whether its decode already held the structural limits."""
+    try:
+        return _decode_batch(body), True
+    except _UNDECODABLE:
+        pass
+    try:
+        payload = _decode(body)
+    except _UNDECODABLE as exc:
+        return salvage_batch(body, exc), False
+    if not isinstance(payload, dict):
+        return decode_object(body), False  # raises the 400 naming what the body is instead
+    return payload, False
 
 
 class Ingest:
@@ -157,13 +230,19 @@ class Ingest:
         """One event; its `type` is the last segment of the path."""
         started = time.perf_counter()
         header_key = self._header_key(request)
-        payload = decode_object(await read_body(request, self.limits.event, "event"))
+        body = await read_body(request, self.limits.event, "event")
+        try:
+            payload, checked = _decode_event(body), True
+        except _UNDECODABLE:
+            payload, checked = decode_object(body), False  # finds what is wrong, or that nothing is
         self._authorize(header_key, payload)
         payload["type"] = request.url.path.rsplit("/", 1)[-1]
         self.metrics.received(1)
         try:
+            if not checked:
+                limits.check(payload)
             now = self.service.now_ms()
-            event = self._prepare(payload, now, format_ms(now))
+            event = self._prepare(payload, now, format_ms(now), self._skew_tolerance())
         except EventError as exc:
             return self._all_bad([{"index": 0, "field": exc.field, "message": exc.message}], request)
         await self._submit([event], started)
@@ -174,7 +253,7 @@ class Ingest:
         started = time.perf_counter()
         header_key = self._header_key(request)
         body = await read_body(request, self.limits.batch, "batch")
-        payload = decode_object(body)
+        payload, checked = _decode_batch_body(body)
         self._authorize(header_key, payload)
         items = payload.get("batch")
         if not isinstance(items, list):
@@ -183,15 +262,25 @@ class Ingest:
         context = payload.get("context")
         if context is not None and not isinstance(context, dict):
             raise Rejection(400, "bad_request", "context: expected a JSON object", field="context")
+        if context is not None and not checked:
+            try:
+                limits.check(context, "context")
+            except EventError as exc:
+                raise Rejection(400, "bad_request", f"{exc.field}: {exc.message}", field=exc.field) from None
         self.metrics.received(len(items))
         now = self.service.now_ms()
         received_at = format_ms(now)  # one instant for the whole request
+        tolerance = self._skew_tolerance()
         check_size = len(body) > self.limits.event  # no event of a smaller body can be over the limit
         events: list[Event] = []
         errors: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             try:
-                events.append(self._prepare_item(item, sent_at, context, now, received_at, check_size))
+                if item.__class__ is EventError:
+                    raise item  # it did not decode (see salvage_batch)
+                if not checked and item.__class__ is dict:
+                    limits.check(item)
+                events.append(self._prepare_item(item, sent_at, context, now, received_at, tolerance, check_size))
             except EventError as exc:
                 errors.append({"index": index, "field": exc.field, "message": exc.message})
         if errors and not events:
@@ -228,6 +317,7 @@ class Ingest:
         context: dict[str, Any] | None,
         now: int,
         received_at: str,
+        tolerance: int,
         check_size: bool,
     ) -> Event:
         """One event of a batch, with the batch's `sentAt` and `context` under its own fields."""
@@ -245,16 +335,19 @@ class Ingest:
             event["sentAt"] = sent_at
         if context is not None:
             event["context"] = _merge_context(context, item.get("context"))
-        return self._prepare(event, now, received_at)
+        return self._prepare(event, now, received_at, tolerance)
+
+    def _skew_tolerance(self) -> int:
+        return self.service.rules.settings.clock_skew_tolerance
 
     @staticmethod
-    def _prepare(event: dict[str, Any], now: int, received_at: str) -> Event:
+    def _prepare(event: dict[str, Any], now: int, received_at: str, tolerance: int) -> Event:
         """Stamp what the server owns (`receivedAt`, a missing `messageId`), validate, correct skew."""
         event.pop("writeKey", None)  # never stored, so /api/events cannot show it
         event["receivedAt"] = received_at
         if event.get("messageId") is None:
             event["messageId"] = str(uuid.uuid4())
-        parsed = parse_event(event)
+        parsed = parse_event(event, skew_tolerance=tolerance)
         if parsed.ts > now + MAX_FUTURE_MS:
             raise EventError(
                 "timestamp",
