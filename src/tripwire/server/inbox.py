@@ -30,6 +30,8 @@ HEARTBEAT_SECONDS: Final = 15.0
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
 MAX_READ_IDS: Final = 1000
+MAX_READ_BODY: Final = 64 * 1024  # a thousand ids take under 20 KB
+MAX_ID: Final = 2**63 - 1  # SQLite's largest integer: a larger one cannot name a message
 HOW_TO_SIGN_USER: Final = (
     "send X-User-Id and X-User-Token, where the token is the hex HMAC-SHA256 of the user id keyed with the "
     "inbox secret, computed on your backend"
@@ -109,18 +111,23 @@ class InboxAPI:
 
     async def mark_read(self, request: Request) -> Response:
         user_id = self.user(request)
+        body = await _read_body(request)
         try:
-            payload = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            raise Rejection(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+            payload = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            problem = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise Rejection(400, "bad_json", f"the body is not valid JSON: {problem}") from None
         ids: list[int] | None
         if isinstance(payload, dict) and payload.get("all") is True and "ids" not in payload:
             ids = None
         elif isinstance(payload, dict) and isinstance(payload.get("ids"), list):
             ids = payload["ids"]
-            if not all(i.__class__ is int for i in ids) or len(ids) > MAX_READ_IDS:
+            if len(ids) > MAX_READ_IDS or not all(i.__class__ is int and 1 <= i <= MAX_ID for i in ids):
                 raise Rejection(
-                    400, "bad_request", f"ids: expected a list of at most {MAX_READ_IDS} message ids", field="ids"
+                    400,
+                    "bad_request",
+                    f"ids: expected a list of at most {MAX_READ_IDS} message ids (whole numbers from 1 to {MAX_ID})",
+                    field="ids",
                 )
         else:
             raise Rejection(400, "bad_request", 'expected {"ids": [message ids]} or {"all": true}', field="ids")
@@ -129,8 +136,12 @@ class InboxAPI:
 
     async def stream(self, request: Request) -> Response:
         user_id = self.user(request, from_query=True)
-        last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-        last_id = int(last) if last is not None and last.isdigit() else None
+        # An explicit `lastEventId` that is not an id is the app's mistake: 400. The header is
+        # what EventSource sends by itself on reconnecting, and a 400 would end its reconnecting
+        # for good, so a bad one is ignored: the stream starts with new messages, as a first one does.
+        param = request.query_params.get("lastEventId") or None
+        header = _whole_or_none(request.headers.get("last-event-id"), 0)
+        last_id = header if header is not None else _whole(param, "lastEventId", None, None, minimum=0)
         return StreamingResponse(
             self._events(user_id, last_id),
             media_type="text/event-stream",
@@ -161,13 +172,35 @@ class InboxAPI:
                 yield sse_frame(item)
 
 
-def _whole(value: str | None, name: str, default: int | None, maximum: int | None) -> Any:
+async def _read_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_READ_BODY:
+            raise Rejection(
+                413, "too_large", f"the body is larger than {MAX_READ_BODY // 1024} KB; mark at most {MAX_READ_IDS} ids"
+            )
+    return bytes(body)
+
+
+def _whole_or_none(value: str | None, minimum: int) -> int | None:
+    """`value` as a whole number from `minimum` to MAX_ID, else None; ASCII digits only
+    (`str.isdigit` takes "²" and "٣", which `int` then refuses or reads)."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > len(str(MAX_ID)):
+        return None
+    number = int(value)
+    return number if minimum <= number <= MAX_ID else None
+
+
+def _whole(value: str | None, name: str, default: int | None, maximum: int | None, *, minimum: int = 1) -> Any:
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1 or (maximum is not None and int(value) > maximum):
-        bound = f"from 1 to {maximum}" if maximum is not None else "of at least 1"
-        raise Rejection(400, "bad_parameter", f"{name}: expected a whole number {bound}, got {value!r}", parameter=name)
-    return int(value)
+    number = _whole_or_none(value, minimum)
+    if number is None or (maximum is not None and number > maximum):
+        bound = f"from {minimum} to {maximum if maximum is not None else MAX_ID}"
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise Rejection(400, "bad_parameter", f"{name}: expected a whole number {bound}, got {shown!r}", parameter=name)
+    return number
 
 
 def inbox_routes(
