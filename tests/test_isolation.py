@@ -16,7 +16,7 @@ import pytest
 
 from http_harness import ADMIN, Harness, harness
 from tripwire.engine import Fire
-from tripwire.errors import StoreUnavailableError
+from tripwire.errors import AlreadyRetriedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
 from tripwire.pipeline import Pipeline
 from tripwire.replay import Replayer, replay_store
@@ -173,6 +173,8 @@ async def test_a_quarantined_event_can_be_sent_through_again_after_a_fix(
     await wait_for(lambda: any(f["user_id"] == "p" for f in service.fires()))
     assert service.quarantined()[0]["retry_decision"] == "accepted"
     assert await service.retry_quarantined(None) == []  # nothing left to retry
+    with pytest.raises(AlreadyRetriedError):  # a second retry of one entry would apply it twice
+        await service.retry_quarantined(kept["id"])
     await service.stop()
     log = [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.message_id == "p1"]
     assert log == ["quarantined", "accepted"]
@@ -194,9 +196,13 @@ async def test_while_the_store_cannot_write_the_service_is_not_ready_and_then_re
     monkeypatch.setattr(SqliteBatch, "save_meta", full_disk)
     with pytest.raises(StoreUnavailableError):
         await service.submit([track("buy", "u1", "g1", T0 + 100)])
-    assert not service.ready()
+    for _ in range(10):  # not ready for as long as writes fail, not only until the next read works
+        assert not service.ready()
+        await asyncio.sleep(0.1)
     with pytest.raises(StoreUnavailableError):
         await service.submit([track("buy", "u1", "g1", T0 + 100)])
+    with pytest.raises(StoreUnavailableError):  # a command never runs on an engine ahead of the store
+        await service.retry_quarantined(None)
     monkeypatch.setattr(SqliteBatch, "save_meta", real)
     await wait_for(service.ready)
     assert await service.submit([track("buy", "u1", "g1", T0 + 100)]) == ["accepted"]
@@ -219,6 +225,8 @@ async def test_the_admin_api_shows_and_retries_the_quarantine_and_metrics_count_
             retried = await client.post("/api/quarantine/retry", json={"id": entry["id"]}, headers=ADMIN)
             assert retried.status_code == 200
             assert retried.json()["retried"][0]["decision"] in ("quarantined", "late")
+            again = await client.post("/api/quarantine/retry", json={"id": entry["id"]}, headers=ADMIN)
+            assert again.status_code == 409 and again.json()["code"] == "already_retried"
             metrics = (await client.get("/metrics")).text
             unauthorized = await client.get("/api/quarantine")
         assert unauthorized.status_code == 401
@@ -258,3 +266,22 @@ async def test_a_logged_event_that_can_no_longer_be_read_is_quarantined_at_start
     await wait_for(lambda: len(again.fires()) == 2)
     assert {f["user_id"] for f in again.fires()} == {"u2"}
     await again.stop()
+
+
+async def test_a_messageid_used_again_after_the_dedup_window_leaves_the_first_event_as_it_was(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("restart_grace: 0s", "restart_grace: 0s, dedup_window: 1s"))
+    clock = Clock(T0)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    await service.submit([track("buy", "u1", "m1", T0)])
+    clock.now += 10  # applied, and m1 forgotten after the dedup window
+    await wait_for(lambda: len(service.fires()) == 2)
+    assert await service.submit([identify("u1", "m1", T0 + 10_000, {"n": 2**64})]) == ["accepted"]
+    clock.now += 5
+    await wait_for(lambda: bool(service.quarantined()))
+    await service.stop()
+    log = [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.message_id == "m1"]
+    assert log == ["accepted", "quarantined"]
+    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    assert replayed(rules, tmp_path / "data") == server

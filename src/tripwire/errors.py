@@ -5,7 +5,8 @@
     ├── EventError        one event is malformed; names the field and what to fix
     ├── DurationError     a duration string is malformed (a ValueError too)
     ├── OverloadedError   the ingest queue is full; retry after `retry_after` seconds
-    └── StoreUnavailableError  the store cannot take writes now (not started, stopping, failed)
+    ├── StoreUnavailableError  the store cannot take writes now (not started, stopping, failed)
+    └── AlreadyRetriedError    a quarantined event was sent through again already
 
 Messages say what is wrong, where, and what is allowed instead.
 """
@@ -68,3 +69,12 @@ class OverloadedError(TripwireError):
 
 class StoreUnavailableError(TripwireError):
     """The store is not taking writes (starting, stopping, or recovering from a failure)."""
+
+
+class AlreadyRetriedError(TripwireError):
+    """A quarantined event was retried already; retrying it again would apply it twice."""
+
+    def __init__(self, entry: int, decision: str) -> None:
+        self.entry = entry
+        self.decision = decision
+        super().__init__(f"quarantined event {entry} was sent through again already (decided {decision})")

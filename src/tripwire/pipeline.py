@@ -46,6 +46,7 @@ class StepResult:
     decisions: list[list[str]]
     fires: list[Fire]
     quarantined: list[QuarantineRow] = field(default_factory=list)
+    wrote: bool = True  # False when the step changed nothing, so nothing was written
 
 
 class Pipeline:
@@ -107,11 +108,14 @@ class Pipeline:
         watermark: int,
         exclude: dict[Suspect, str] | None = None,
         commit: bool = True,
+        retried: Sequence[int] = (),
     ) -> StepResult:
         """Decide `batches` in arrival order, advance to `watermark`, write it all at once.
 
         Suspects in `exclude` (with their reasons) are quarantined instead of applied. With
         `commit` off the transaction is rolled back: a trial, which leaves `engine` spent.
+        `retried` holds the quarantine entries the events of the first batch come from; each
+        entry records its new decision in the same transaction.
         """
         exclude = exclude or {}
         waiting = {s[1]: reason for s, reason in exclude.items() if s[0] == "waiting"}
@@ -138,8 +142,15 @@ class Pipeline:
                 )  # fmt: skip
             decisions.append(decided)
         fires = engine.advance(watermark)
-        self._write(engine, rows, fires, quarantine, [event.message_id for event in withdrawn], now, commit)
-        return StepResult(decisions, fires, quarantine)
+        marks = list(zip(retried, decisions[0], strict=True)) if retried else []
+        logged = [event.message_id for event in withdrawn]
+        wrote = self._write(engine, rows, fires, quarantine, logged, now, commit, marks)
+        return StepResult(decisions, fires, quarantine, wrote)
+
+    def check_writable(self, engine: Engine) -> None:
+        """Commit the engine's meta as it is: raises while the store cannot take a write."""
+        with self.store.write() as batch:
+            batch.save_meta(engine.dump_meta())
 
     def _write(
         self,
@@ -150,9 +161,10 @@ class Pipeline:
         logged: list[str],
         now: int,
         commit: bool,
-    ) -> None:
-        if not (rows or fires or quarantine or engine.dirty or engine.dirty_links) and commit:
-            return
+        marks: Sequence[tuple[int, str]] = (),
+    ) -> bool:
+        if not (rows or fires or quarantine or engine.dirty or engine.dirty_links or marks) and commit:
+            return False
         dirty = engine.dirty
         engine.dirty = set()
         links = engine.dirty_links
@@ -169,6 +181,9 @@ class Pipeline:
                 fire_rows, deliveries = outbox_rows(engine.rules, fires, now)
                 batch.add_fires(fire_rows)
                 batch.add_deliveries(deliveries)
+            for entry, decision in marks:
+                batch.mark_retried(entry, now, decision)
+        return True
 
     # -- fault isolation -----------------------------------------------------------------
 
@@ -182,20 +197,29 @@ class Pipeline:
         engine = self.recover()
         # The store must take a write of nothing; if it cannot, no event is to blame.
         self._write(engine, [], [], [], [], now, commit=False)
-        suspects: list[Suspect] = [("new", b, i) for b, events in enumerate(batches) for i in range(len(events))]
+        arriving: list[Suspect] = [("new", b, i) for b, events in enumerate(batches) for i in range(len(events))]
         waiting = {e.message_id: e for e in engine.pending_events() if e.ts <= watermark}
-        suspects += [("waiting", mid) for mid in waiting]
+        suspects = arriving + [("waiting", mid) for mid in waiting]
         bad: dict[Suspect, str] = {}
-        for suspect in suspects:
-            event = batches[suspect[1]][suspect[2]] if suspect[0] == "new" else waiting[suspect[1]]
-            reason = self._probe(engine, event, now)
-            if reason is not None:
-                bad[suspect] = reason
+
+        def probe(group: list[Suspect], base: Engine) -> None:
+            for suspect in group:
+                event = batches[suspect[1]][suspect[2]] if suspect[0] == "new" else waiting[suspect[1]]
+                reason = self._probe(base, event, now)
+                if reason is not None:
+                    bad[suspect] = reason
+
+        probe(arriving, engine)  # the usual poison arrives in the failing round; events that waited come next
+        probed_waiting = False
         while True:
             engine = self.recover()
             try:
                 result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad)
             except Exception as exc:
+                if not probed_waiting and waiting:
+                    probed_waiting = True
+                    probe([("waiting", mid) for mid in waiting], self.recover())  # a failed step spent `engine`
+                    continue
                 culprit = self._bisect(batches, [s for s in suspects if s not in bad], bad, now, watermark)
                 if culprit is None:
                     raise exc from error
@@ -214,12 +238,12 @@ class Pipeline:
             while here in live.links:
                 scratch.links[here] = live.links[here]
                 here = live.links[here]
-        for uid in {live.resolve(x) for x in ids}:
-            data = live.dump_user(uid)
-            if data is not None:
-                scratch.load_user(uid, data)
         try:
-            scratch.advance(live.watermark)  # its timers due before now fired in the live engine already
+            for uid in {live.resolve(x) for x in ids}:
+                data = live.dump_user(uid)
+                if data is not None:
+                    scratch.load_user(uid, data)
+            scratch.load_meta(live.dump_meta())  # the live watermark and timer order, so ties resolve alike
             body = _encode(event.raw)
             scratch.force_accept(event)
             fires = scratch.advance(max(scratch.watermark, event.ts))

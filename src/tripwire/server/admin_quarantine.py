@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tripwire.errors import AlreadyRetriedError
 from tripwire.server.admin import Admin, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
 
@@ -53,4 +54,6 @@ class QuarantineAdmin:
             retried = await self.admin.service.retry_quarantined(entry if valid_id else None)
         except KeyError:
             raise Rejection(404, "not_found", f"no quarantined event {entry}") from None
+        except AlreadyRetriedError as exc:
+            raise Rejection(409, "already_retried", f"{exc}; it is in the log with that decision") from None
         return JSONReply({"retried": retried})

@@ -22,7 +22,7 @@ import msgspec
 import structlog
 
 from tripwire.engine import Engine, Fire
-from tripwire.errors import OverloadedError, StoreUnavailableError
+from tripwire.errors import AlreadyRetriedError, OverloadedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
 from tripwire.pipeline import Pipeline
 from tripwire.rules import Rules, load_rules
@@ -204,6 +204,9 @@ class Service:
             found = self.store.quarantine_entry(entry)
             if found is None:
                 raise KeyError(entry)
+            if found.retried_at is not None:
+                # Sent through once already: a second time would accept the same event twice.
+                raise AlreadyRetriedError(entry, found.retry_decision or "")
             rows = [found]
         rows.reverse()  # in the order they came
         events: list[Event] = []
@@ -216,17 +219,19 @@ class Service:
                 continue
             events.append(event)
             kept.append(row)
+        if not events:
+            return []
         # A retried messageId was remembered when it was quarantined; it must not count as a duplicate.
         for event in events:
             self.engine.forget(event.message_id)
-        decisions = self._round([events])[0] if events else []
-        now = self.now_ms()
-        with self.store.write() as batch:
-            for row, decision in zip(kept, decisions, strict=True):
-                batch.mark_retried(row.id, now, decision)
-        return [
-            {"id": row.id, "message_id": row.message_id, "decision": d} for row, d in zip(kept, decisions, strict=True)
-        ]
+        try:
+            decisions = self._round([events], retried=[row.id for row in kept])[0]
+        except Exception as exc:
+            self._broken = exc  # the engine is ahead of the store now: rebuilt before the next round
+            log.exception("write failed and no event explains it; not taking events until the store works")
+            raise StoreUnavailableError(f"could not write: {exc}") from None
+        pairs = zip(kept, decisions, strict=True)
+        return [{"id": row.id, "message_id": row.message_id, "decision": decision} for row, decision in pairs]
 
     def _checkpointer(self) -> None:
         """Keep the WAL short, apart from the writer, so no commit pays for a checkpoint."""
@@ -269,15 +274,21 @@ class Service:
                 self._fail_all(items, self._broken)
                 continue
             submissions = [i for i in items if isinstance(i, _Submission)]
-            self._answer(submissions, self._step(submissions))
-            for item in items:
-                if isinstance(item, _Command):
-                    self._run_command(item)
+            outcome = self._step(submissions)
+            self._answer(submissions, outcome)
+            commands = [i for i in items if isinstance(i, _Command)]
+            if isinstance(outcome, BaseException):
+                self._fail_all(list(commands), outcome)  # never run on an engine ahead of the store
+            else:
+                for pending in commands:
+                    self._run_command(pending)
 
     def _rebuild(self) -> bool:
         """After the store failed: try to rebuild the engine from it (True once it works)."""
         try:
-            self.engine = self.pipeline.recover()
+            engine = self.pipeline.recover()
+            self.pipeline.check_writable(engine)  # ready only once a write commits again
+            self.engine = engine
         except Exception as exc:
             self._broken = exc
             time.sleep(min(1.0, self.tick * 10))
@@ -295,19 +306,26 @@ class Service:
             log.exception("write failed and no event explains it; not taking events until the store works")
             return StoreUnavailableError(f"could not write: {exc}")
 
-    def _round(self, batches: list[list[Event]]) -> list[list[str]]:
+    def _round(self, batches: list[list[Event]], retried: list[int] | None = None) -> list[list[str]]:
         now = self.now_ms()
         watermark = self.live_watermark(now)
         try:
-            result = self.pipeline.step(self.engine, batches, now=now, watermark=watermark)
+            result = self.pipeline.step(self.engine, batches, now=now, watermark=watermark, retried=retried or ())
         except Exception as exc:
             log.warning("write failed; looking for the events at fault", error=str(exc))
             self.engine, result = self.pipeline.isolate(batches, now=now, watermark=watermark, error=exc)
             self.stats.quarantined += len(result.quarantined)
-        self.stats.commits += 1
-        if result.fires:
-            for listener in self.listeners:
+            if retried:  # the retried entries' new decisions, in a transaction of their own this once
+                with self.store.write() as batch:
+                    for entry, decision in zip(retried, result.decisions[0], strict=True):
+                        batch.mark_retried(entry, now, decision)
+        if result.wrote:
+            self.stats.commits += 1
+        for listener in self.listeners if result.fires else ():
+            try:
                 listener(result.fires)
+            except Exception:  # committed already: a listener's failure must not fail the round
+                log.exception("a fire listener failed")
         return result.decisions
 
     def _answer(self, submissions: list[_Submission], outcome: list[list[str]] | BaseException) -> None:

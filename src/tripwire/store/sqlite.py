@@ -248,8 +248,11 @@ class SqliteBatch:
             [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason, r.body)
              for r in rows],
         )  # fmt: skip
+        # The latest accepted row of a messageId is the waiting one: an older row of the same id
+        # (reused after the dedup window) was applied long ago and stays as it is.
         self.conn.executemany(
-            "UPDATE events SET decision = 'quarantined' WHERE message_id = ? AND decision = 'accepted'",
+            "UPDATE events SET decision = 'quarantined' WHERE seq ="
+            " (SELECT MAX(seq) FROM events WHERE message_id = ? AND decision = 'accepted')",
             [(mid,) for mid in logged],
         )
 
