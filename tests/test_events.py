@@ -187,6 +187,8 @@ def test_missing_message_id_gets_a_stable_one() -> None:
     [
         ([1, 2], "(event)", "JSON object"),
         (ev(type="purchase"), "type", "not one of"),
+        (ev(type=[]), "type", "not one of"),
+        (ev(type={"a": 1}), "type", "not one of"),
         (ev(type=..., event=...), "type", "missing"),
         (ev(event=...), "event", "event name"),
         (ev(event=5), "event", "event name"),

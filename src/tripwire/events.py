@@ -143,7 +143,7 @@ def parse_event(obj: Any, *, skew_tolerance: int = DEFAULT_SKEW_TOLERANCE) -> Ev
         if name is None:
             raise EventError("type", "missing; set type (track, page, screen, identify, alias, group) or event")
         type_ = "track"
-    elif type_ not in EVENT_TYPES:
+    elif type_.__class__ is not str or type_ not in EVENT_TYPES:  # a list cannot even be looked up
         raise EventError("type", f"{_shown(type_)} is not one of track, page, screen, identify, alias, group")
     if type_ == "track":
         if name.__class__ is not str or not name:
