@@ -132,7 +132,8 @@ def _bad_json(text: bytes, exc: Exception, where: str) -> Rejection:
 def _decode_problem(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return f"objects and lists are nested far deeper than {limits.MAX_DEPTH} levels; send flatter data"
-    return str(exc)
+    # msgspec's own path (`$[...]`) cannot name object keys; the field carries ours instead.
+    return str(exc).split(" - at `", 1)[0]
 
 
 def _join(where: str, path: str) -> str:
