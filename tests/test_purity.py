@@ -15,6 +15,7 @@ ALLOWED_OUTSIDE = {
     "hashlib",
     "heapq",
     "re",
+    "reprlib",  # bounded reprs of bad values in error messages: no I/O
     "typing",
     "datetime",
     "msgspec",
