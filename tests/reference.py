@@ -66,12 +66,17 @@ def format_ms(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
+SKEW_TOLERANCE_MS = 2_000  # clock_skew_tolerance's default; the generated rules never set it
+
+
 def event_time(event: dict[str, Any]) -> int:
     """The (skew-corrected) event time in ms (SPEC §1)."""
     if "sentAt" in event and "receivedAt" in event:
         original = event.get("originalTimestamp", event.get("timestamp"))
         received = time_ms(event["receivedAt"])
         sent = time_ms(event["sentAt"])
+        if abs(received - sent) <= SKEW_TOLERANCE_MS:  # a good client clock keeps its timestamp
+            return time_ms(event["timestamp"]) if "timestamp" in event else time_ms(original)
         return received - (sent - time_ms(original))
     return time_ms(event["timestamp"])
 
