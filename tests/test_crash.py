@@ -146,9 +146,9 @@ def _sender(server: ServerProcess, index: int, stop: threading.Event, sent: Sent
                 sent.resent.update(event["messageId"] for event in batch)
                 time.sleep(0.02)
                 continue
-            batch = []
             sent.history.extend(batch[-3:])
             del sent.history[:-200]
+            batch = []
             time.sleep(rng.uniform(0.0, 0.03))
 
 
