@@ -188,9 +188,16 @@ class Pipeline:
     # -- fault isolation -----------------------------------------------------------------
 
     def isolate(
-        self, batches: Sequence[Sequence[Event]], *, now: int, watermark: int, error: BaseException
+        self,
+        batches: Sequence[Sequence[Event]],
+        *,
+        now: int,
+        watermark: int,
+        error: BaseException,
+        retried: Sequence[int] = (),
     ) -> tuple[Engine, StepResult]:
-        """After `step` failed with `error`: quarantine the events at fault, commit the rest.
+        """After `step` failed with `error`: quarantine the events at fault, commit the rest
+        (with `retried` as `step` takes it).
 
         Returns the engine as of that commit. Raises when no event explains the failure.
         """
@@ -214,7 +221,7 @@ class Pipeline:
         while True:
             engine = self.recover()
             try:
-                result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad)
+                result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad, retried=retried)
             except Exception as exc:
                 if not probed_waiting and waiting:
                     probed_waiting = True

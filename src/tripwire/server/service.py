@@ -313,12 +313,10 @@ class Service:
             result = self.pipeline.step(self.engine, batches, now=now, watermark=watermark, retried=retried or ())
         except Exception as exc:
             log.warning("write failed; looking for the events at fault", error=str(exc))
-            self.engine, result = self.pipeline.isolate(batches, now=now, watermark=watermark, error=exc)
+            self.engine, result = self.pipeline.isolate(
+                batches, now=now, watermark=watermark, error=exc, retried=retried or ()
+            )
             self.stats.quarantined += len(result.quarantined)
-            if retried:  # the retried entries' new decisions, in a transaction of their own this once
-                with self.store.write() as batch:
-                    for entry, decision in zip(retried, result.decisions[0], strict=True):
-                        batch.mark_retried(entry, now, decision)
         if result.wrote:
             self.stats.commits += 1
         for listener in self.listeners if result.fires else ():
