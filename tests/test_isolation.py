@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 
 from http_harness import ADMIN, Harness, harness
-from tripwire.engine import Fire
+from service_kit import Clock, replayed, server_fires, track, wait_for
 from tripwire.errors import AlreadyRetriedError, StoreUnavailableError
-from tripwire.events import Event, parse_event
+from tripwire.events import Event
 from tripwire.pipeline import Pipeline
-from tripwire.replay import Replayer, replay_store
-from tripwire.rules import load_rules
 from tripwire.server.service import Service
 from tripwire.store import SqliteStore
 from tripwire.store.sqlite import SqliteBatch
@@ -35,31 +33,10 @@ triggers:
 T0 = 1_772_323_200_000
 
 
-class Clock:
-    def __init__(self, start_ms: int) -> None:
-        self.now = start_ms / 1000
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def track(name: str, user: str, mid: str, at_ms: int) -> Event:
-    return parse_event(
-        {"type": "track", "event": name, "userId": user, "messageId": mid, "timestamp": format_ms(at_ms)}
-    )
-
-
 def identify(user: str, mid: str, at_ms: int, traits: dict[str, Any]) -> Event:
     """An identify as the engine sees it, whatever its traits hold."""
     raw = {"type": "identify", "userId": user, "messageId": mid, "timestamp": format_ms(at_ms), "traits": traits}
     return Event("identify", None, user, None, mid, at_ms, raw)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -69,15 +46,9 @@ def rules(tmp_path: Path) -> Path:
     return path
 
 
-def replayed(rules: Path, data: Path) -> list[tuple[str, str | None]]:
-    fires: list[Fire] = []
-    replay_store(Replayer(load_rules(rules), fires.append), SqliteStore(data), None)
-    return sorted((f.fire_id, f.suppressed) for f in fires)
-
-
 async def test_a_trait_that_cannot_be_saved_is_quarantined_and_the_rest_commit(rules: Path, tmp_path: Path) -> None:
     """Issue: one identify with 2**64 in its traits stopped ingest for good, across restarts."""
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     poison = identify("p", "bad", T0, {"n": 2**64, "plan": "pro"})
@@ -106,12 +77,12 @@ async def test_a_trait_that_cannot_be_saved_is_quarantined_and_the_rest_commit(r
     await wait_for(lambda: len(again.fires()) == 6)
     assert again.ready()
     await again.stop()
-    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    server = server_fires(tmp_path / "data")
     assert replayed(rules, tmp_path / "data") == server
 
 
 async def test_a_poison_event_arriving_with_due_events_is_found_among_them(rules: Path, tmp_path: Path) -> None:
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     # stamped behind the wall clock's watermark minus nothing: applied in the round it arrives
@@ -131,7 +102,7 @@ async def test_a_poison_the_probe_misses_is_found_by_bisecting_the_round(
     """The probe applies each event alone; a fault that shows only within the whole round is
     found by halving it (here the probe is made blind to force that path)."""
     monkeypatch.setattr(Pipeline, "_probe", lambda self, live, event, now: None)
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     clock.now += 5
@@ -158,7 +129,7 @@ async def test_a_quarantined_event_can_be_sent_through_again_after_a_fix(
         real(self, rows)
 
     monkeypatch.setattr(SqliteBatch, "append_events", broken)
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     decisions = await service.submit([track("buy", "p", "p1", T0 + 60_000), track("buy", "u1", "g1", T0)])
@@ -185,7 +156,7 @@ async def test_while_the_store_cannot_write_the_service_is_not_ready_and_then_re
 ) -> None:
     """A failure no event explains (a full disk, a broken file) quarantines nothing: events
     are refused with 503 (nothing acknowledged is lost) until writes work again."""
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     real = SqliteBatch.save_meta
@@ -246,7 +217,7 @@ async def _quarantine_one(h: Harness) -> None:
 
 async def test_a_logged_event_that_can_no_longer_be_read_is_quarantined_at_start(rules: Path, tmp_path: Path) -> None:
     """A start must not fail on one logged event (say, one a newer limit refuses)."""
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     await service.submit([track("buy", "u1", "g1", T0 + 60_000), track("buy", "u2", "g2", T0 + 60_000)])
@@ -271,7 +242,7 @@ async def test_a_logged_event_that_can_no_longer_be_read_is_quarantined_at_start
 async def test_a_messageid_used_again_after_the_dedup_window_leaves_the_first_event_as_it_was(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("restart_grace: 0s", "restart_grace: 0s, dedup_window: 1s"))
-    clock = Clock(T0)
+    clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
     await service.submit([track("buy", "u1", "m1", T0)])
@@ -283,5 +254,5 @@ async def test_a_messageid_used_again_after_the_dedup_window_leaves_the_first_ev
     await service.stop()
     log = [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.message_id == "m1"]
     assert log == ["accepted", "quarantined"]
-    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    server = server_fires(tmp_path / "data")
     assert replayed(rules, tmp_path / "data") == server

@@ -4,17 +4,11 @@ wait for their time, and events SDKs send again after a restart are not lost to 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
+from service_kit import Clock, replayed, server_fires, track, wait_for
 from tripwire.engine import Fire
-from tripwire.events import parse_event
-from tripwire.replay import Replayer, replay_store
-from tripwire.rules import load_rules
 from tripwire.server.service import Service
-from tripwire.store import SqliteStore
-from tripwire.timestamps import format_ms
 
 RULES = """
 settings: {allowed_lateness: 5s, restart_grace: 30s}
@@ -25,36 +19,9 @@ triggers:
 HOUR = 3_600_000
 
 
-class Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def track(name: str, user: str, mid: str, at_ms: int) -> Any:
-    return parse_event(
-        {"type": "track", "event": name, "userId": user, "messageId": mid, "timestamp": format_ms(at_ms)}
-    )
-
-
 async def settle(service: Service) -> None:
     """Let the writer take a few rounds at the current (test) clock."""
     await asyncio.sleep(0.35)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-def replayed(rules: Path, data: Path) -> list[tuple[str, str | None]]:
-    fires: list[Fire] = []
-    replay_store(Replayer(load_rules(rules), fires.append), SqliteStore(data), None)
-    return sorted((f.fire_id, f.suppressed) for f in fires)
 
 
 async def test_an_event_stamped_23_hours_ahead_makes_no_other_event_late_and_no_timer_early(tmp_path: Path) -> None:
@@ -83,7 +50,7 @@ async def test_an_event_stamped_23_hours_ahead_makes_no_other_event_late_and_no_
     mallory = next(f for f in seen if f.user_id == "mallory")
     assert mallory.fire_time == t0 + 23 * HOUR
     await service.stop()
-    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    server = server_fires(tmp_path / "data")
     assert replayed(rules, tmp_path / "data") == server
 
 
@@ -98,7 +65,7 @@ async def test_a_replay_of_the_log_stops_where_the_server_was_even_with_a_future
     clock.now += 2 * 3600
     await settle(service)
     await service.stop()
-    server = sorted((f.fire_id, f.suppressed) for f in SqliteStore(tmp_path / "data").fires(limit=100))
+    server = server_fires(tmp_path / "data")
     assert len(server) == 1  # ada's abandonment; bob's add lies ahead, so no window of his is open
     assert replayed(rules, tmp_path / "data") == server
 

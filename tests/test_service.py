@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from service_kit import Clock, track, wait_for
 from tripwire.engine import Fire
-from tripwire.events import parse_event
 from tripwire.replay import Replayer, replay_store
 from tripwire.rules import load_rules
 from tripwire.server.service import Service
@@ -26,34 +24,11 @@ triggers:
 """
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def track(name: str, user: str, mid: str, at_ms: int) -> Any:
-    return parse_event(
-        {"type": "track", "event": name, "userId": user, "messageId": mid, "timestamp": format_ms(at_ms)}
-    )
-
-
 @pytest.fixture
 def rules_path(tmp_path: Path) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
     return path
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_acknowledged_events_are_in_the_log_with_their_decisions(rules_path: Path, tmp_path: Path) -> None:
