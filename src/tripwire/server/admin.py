@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -66,6 +66,14 @@ def parse_since(value: str | None) -> int | None:
         raise _bad_parameter(
             "since", f"expected an ISO-8601 time such as 2026-03-01T12:00:00Z, got {value!r}"
         ) from None
+
+
+async def json_body(request: Request, example: str) -> Any:
+    """The request body as JSON, or 400 saying what to send (`example`)."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise Rejection(400, "bad_json", f"the body is not JSON; send {example}") from None
 
 
 class Admin:

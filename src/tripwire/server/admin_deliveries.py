@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from tripwire.actions.goals import lift
 from tripwire.server import views
-from tripwire.server.admin import Admin, _bad_parameter, parse_limit, query
+from tripwire.server.admin import Admin, _bad_parameter, json_body, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
 from tripwire.store import SqliteOutbox
 from tripwire.store.goals import SqliteGoals
@@ -70,10 +70,7 @@ class DeliveriesAdmin:
     async def retry(self, request: Request) -> Response:
         """Queue dead deliveries again: `{"ids": [...]}` or `{"all": true}`."""
         query(request, ())
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Rejection(400, "bad_json", 'the body is not JSON; send {"ids": [1, 2]} or {"all": true}') from None
+        body = await json_body(request, '{"ids": [1, 2]} or {"all": true}')
         ids = body.get("ids") if isinstance(body, dict) else None
         everything = isinstance(body, dict) and body.get("all") is True
         valid_ids = isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)

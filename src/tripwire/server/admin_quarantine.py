@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tripwire.errors import AlreadyRetriedError
-from tripwire.server.admin import Admin, parse_limit, query
+from tripwire.server.admin import Admin, json_body, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
 
 
@@ -41,10 +41,7 @@ class QuarantineAdmin:
     async def retry(self, request: Request) -> Response:
         """Send quarantined events through again as new arrivals: `{"id": 3}` or `{"all": true}`."""
         query(request, ())
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Rejection(400, "bad_json", 'the body is not JSON; send {"id": 3} or {"all": true}') from None
+        body = await json_body(request, '{"id": 3} or {"all": true}')
         entry = body.get("id") if isinstance(body, dict) else None
         everything = isinstance(body, dict) and body.get("all") is True
         valid_id = isinstance(entry, int) and not isinstance(entry, bool) and 0 < entry < 2**63
