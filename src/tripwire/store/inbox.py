@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tripwire.store.sqlite import SqliteFile
+from tripwire.store.sqlite import SqliteFile, transaction
 
 _COLUMNS = "id, user_id, fire_id, action, title, body, url, created_at, expires_at, read_at"
 
@@ -75,9 +75,7 @@ class SqliteInbox(SqliteFile):
     """The inbox in the server's SQLite file; safe to use from several threads."""
 
     def add(self, item: NewInboxItem) -> tuple[InboxItem, bool]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._conn()) as conn:
             inserted = conn.execute(
                 "INSERT INTO inbox (user_id, fire_id, action, title, body, url, created_at, expires_at)"
                 f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fire_id, action) DO NOTHING RETURNING {_COLUMNS}",
@@ -90,10 +88,6 @@ class SqliteInbox(SqliteFile):
                     f"SELECT {_COLUMNS} FROM inbox WHERE fire_id = ? AND action = ?", (item.fire_id, item.action)
                 ).fetchone()
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return _item(row), inserted is not None
 
     def messages(
@@ -130,23 +124,9 @@ class SqliteInbox(SqliteFile):
                 return []
             sql += f" AND id IN ({', '.join('?' * len(ids))})"
             params += list(ids)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            marked = sorted(row[0] for row in conn.execute(sql + " RETURNING id", params))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return marked
+        with transaction(self._conn()) as conn:
+            return sorted(row[0] for row in conn.execute(sql + " RETURNING id", params))
 
     def purge(self, *, now: int) -> int:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            count = conn.execute("DELETE FROM inbox WHERE expires_at <= ?", (now,)).rowcount
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return count
+        with transaction(self._conn()) as conn:
+            return conn.execute("DELETE FROM inbox WHERE expires_at <= ?", (now,)).rowcount

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tripwire.store.sqlite import SqliteFile, filtered
+from tripwire.store.sqlite import SqliteFile, filtered, transaction
 
 PENDING, SENDING, DELIVERED, DEAD, DROPPED = "pending", "sending", "delivered", "dead", "dropped"
 _COLUMNS = (
@@ -51,16 +51,8 @@ class SqliteOutbox(SqliteFile):
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run one statement in its own transaction; its rows (for RETURNING) are fetched first."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = conn.execute(sql, params)
-            rows = cursor.fetchall()
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return rows
+        with transaction(self._conn()) as conn:
+            return conn.execute(sql, params).fetchall()
 
     # -- the dispatcher's side ---------------------------------------------------------
 
@@ -90,9 +82,7 @@ class SqliteOutbox(SqliteFile):
 
     def finish(self, row: DeliveryRow, attempt: Attempt, *, status: str, next_at: int, reason: str | None) -> None:
         """Record an attempt and the delivery's new status, in one transaction."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._conn()) as conn:
             conn.execute(
                 "INSERT INTO attempts (delivery_id, attempt, started_at, outcome, http_status, latency_ms, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -105,10 +95,6 @@ class SqliteOutbox(SqliteFile):
                 " updated_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
                 (status, attempt.attempt, next_at, reason, done, status, done, row.id),
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def hold(self, row: DeliveryRow, until: int, reason: str, now: int) -> None:
         """Keep a delivery waiting until `until`, saying why."""

@@ -173,6 +173,19 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+    """One write transaction: `BEGIN IMMEDIATE` takes the write lock at once (no upgrade deadlock);
+    committed when the block exits cleanly (rolled back with `commit` off), rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT" if commit else "ROLLBACK")
+
+
 def filtered(filters: tuple[tuple[str, Any], ...]) -> tuple[str, list[Any]]:
     """A ` WHERE ...` of the clauses whose value is given (all ANDed), and their parameters."""
     given = [(clause, value) for clause, value in filters if value is not None]
@@ -342,16 +355,11 @@ class SqliteStore(SqliteFile):
         for version, name, sql in MIGRATIONS:
             if version in applied:
                 continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 for statement in sql.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking the writer (call it from its own thread)."""
@@ -369,14 +377,8 @@ class SqliteStore(SqliteFile):
     def write(self, *, commit: bool = True) -> Iterator[SqliteBatch]:
         conn = self._writer
         assert conn is not None, "open() the store first"
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SqliteBatch(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT" if commit else "ROLLBACK")
+        with self._write_lock, transaction(conn, commit=commit):
+            yield SqliteBatch(conn)
 
     # -- recovery ------------------------------------------------------------------------
 
