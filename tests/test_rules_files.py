@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from http_harness import ADMIN, Harness, harness
 from tripwire.cli import main
 from tripwire.errors import RulesError
-from tripwire.rules import parse_rules
+from tripwire.rules import load_rules, parse_rules
 from tripwire.rules.source import MAX_FILE_BYTES
 
 GOOD = "triggers:\n  a:\n    when: x\n"
@@ -99,6 +99,18 @@ def test_check_locates_the_problem_and_exits_2(tmp_path: Path, case: Bad) -> Non
     where = f"{path}:{case.line}:" if case.line is not None else f"{path}: (file)"
     assert where in result.output, result.output
     assert case.says in result.output, result.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_load_rules_reads_the_file_as_check_does(tmp_path: Path, case: Bad) -> None:
+    """The service loads and reloads through load_rules: a bad encoding is a located RulesError there too."""
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(case.content)
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == (str(path), case.line)
+    assert case.says in problem.message, problem
 
 
 def test_a_utf8_byte_order_mark_is_allowed(tmp_path: Path) -> None:

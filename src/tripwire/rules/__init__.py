@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from tripwire.errors import RuleProblem, RulesError
+from tripwire.errors import RulesError
 from tripwire.rules.model import (
     ActionConfig,
     ActivityGuard,
@@ -20,7 +20,7 @@ from tripwire.rules.model import (
     TraitGuard,
     Trigger,
 )
-from tripwire.rules.source import read_source
+from tripwire.rules.source import read_rules_file, read_source
 from tripwire.rules.validate import build_rules
 
 __all__ = [
@@ -54,10 +54,6 @@ def parse_rules(text: str, filename: str = "<rules>", environ: Mapping[str, str]
 
 
 def load_rules(path: str | Path, environ: Mapping[str, str] | None = None) -> Rules:
-    """Read, validate and compile the rules file at `path`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError([RuleProblem(str(path), None, None, "(file)", f"cannot read: {exc.strerror}")]) from exc
-    return parse_rules(text, str(path), environ)
+    """Read, validate and compile the rules file at `path`; a file that cannot be read, is too large or
+    is not UTF-8 is a RulesError located like any other problem (`tripwire check` reads it the same way)."""
+    return parse_rules(read_rules_file(path), str(path), environ)

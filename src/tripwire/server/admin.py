@@ -17,8 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tripwire.errors import RulesError
-from tripwire.rules.source import decoding_problem
 from tripwire.server.auth import HOW_TO_PASS_ADMIN_TOKEN, Secret, bearer_token
 from tripwire.server.metrics import Metrics
 from tripwire.server.ports import ServiceAPI
@@ -143,12 +141,7 @@ class Admin:
     async def reload(self, request: Request) -> Response:
         """Read the rules file again; on any problem the running rules stay (422 lists every problem)."""
         query(request, ())
-        try:
-            rules = await self.service.reload_rules()
-        except UnicodeDecodeError as exc:
-            # The service reads the file as text, and a decoding error is not a RulesError; it is
-            # one, located at its first bad byte (the error holds every byte it tried).
-            raise RulesError([decoding_problem(exc, exc.object, self.service.rules.filename)]) from None
+        rules = await self.service.reload_rules()  # a RulesError is the 422 (replies.py)
         self.metrics.triggers(trigger.id for trigger in rules.triggers)
         triggers = await run_in_threadpool(self.service.triggers)
         return JSONReply({"reloaded": True, "file": rules.filename, "triggers": triggers})
