@@ -8,17 +8,20 @@ those limits exist to refuse them: these tests are about the next poison nobody 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from http_harness import ADMIN, Harness, harness
+from http_harness import ADMIN, Harness, harness, make_app
 from service_kit import Clock, replayed, server_fires, track, wait_for
-from tripwire.errors import AlreadyRetriedError, StoreUnavailableError
+from tripwire.errors import AlreadyRetriedError, NotRetryableError, StoreUnavailableError
 from tripwire.events import Event
 from tripwire.pipeline import Pipeline
+from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
 from tripwire.store import SqliteStore
 from tripwire.store.sqlite import SqliteBatch
@@ -256,3 +259,65 @@ async def test_a_messageid_used_again_after_the_dedup_window_leaves_the_first_ev
     assert log == ["accepted", "quarantined"]
     server = server_fires(tmp_path / "data")
     assert replayed(rules, tmp_path / "data") == server
+
+
+@pytest.mark.parametrize("applied", ["in the round the timer comes due", "in an earlier round"])
+async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, applied: str
+) -> None:
+    """A fault no arriving event explains, only a timer coming due (here: writing p's reminder
+    fails), must not stop tripwire: p's due timers are set aside in the quarantine, everyone
+    else's fire, and a replay of the log cancels them where the server did."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("triggers:", "triggers:\n  abandon: {when: add, unless: buy, within: 2s}"))
+    real = SqliteBatch.add_fires
+
+    def broken(self: SqliteBatch, fires: list[Any]) -> None:
+        if any(f.user_id == "p" and f.trigger == "abandon" for f in fires):
+            raise RuntimeError("a bug in writing p's reminder")
+        real(self, fires)
+
+    monkeypatch.setattr(SqliteBatch, "add_fires", broken)
+    clock = Clock(T0 / 1000)
+    service = Service(rules, tmp_path / "data", clock=clock)
+    await service.start()
+    await service.submit([track("add", "p", "a1", T0), track("add", "u1", "a2", T0), track("add", "u2", "a3", T0)])
+    if applied == "in an earlier round":
+        clock.now += 1.5  # the carts are applied (watermark T0 + 0.5s), their windows still open
+        await wait_for(lambda: service.engine.pending_count() == 0)
+        await asyncio.sleep(0.1)
+        assert service.engine.timer_count() == 3  # open, not due yet
+    clock.now += 5  # the carts' windows ended at T0 + 2s
+    await wait_for(lambda: len([f for f in service.fires() if f["trigger"] == "abandon"]) == 2)
+    assert service.ready()
+    assert sorted(f["user_id"] for f in service.fires() if f["trigger"] == "abandon") == ["u1", "u2"]
+    [kept] = service.quarantined()
+    assert kept["kind"] == "timers" and kept["user_id"] == "p"
+    assert "a bug in writing p's reminder" in kept["reason"]
+    assert [(t["trigger"], t["events"]) for t in kept["timers"]] == [("abandon", ["a1"])]
+    with pytest.raises(NotRetryableError):
+        await service.retry_quarantined(kept["id"])
+    app = make_app(service, Metrics(), io.StringIO())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tripwire.test") as client:
+        listed = (await client.get("/api/quarantine", headers=ADMIN)).json()["events"]
+        refused = await client.post("/api/quarantine/retry", json={"id": kept["id"]}, headers=ADMIN)
+    assert [entry["kind"] for entry in listed] == ["timers"]
+    assert refused.status_code == 409 and refused.json()["code"] == "not_retryable"
+    assert await service.retry_quarantined(None) == []  # "all" means the events, not the timers
+
+    monkeypatch.setattr(SqliteBatch, "add_fires", real)  # the fix: p's next cart fires as usual
+    await service.submit([track("add", "p", "a4", service.now_ms())])
+    clock.now += 5
+    await wait_for(lambda: any(f["user_id"] == "p" and f["trigger"] == "abandon" for f in service.fires()))
+    await service.stop()
+    assert [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.user_id == "p"] == [
+        "accepted", "timers_quarantined", "accepted",
+    ]  # fmt: skip
+    server = server_fires(tmp_path / "data")
+    assert replayed(rules, tmp_path / "data") == server
+    again = Service(rules, tmp_path / "data", clock=clock)
+    await again.start()  # the set-aside timer does not come back at recovery
+    clock.now += 5
+    await asyncio.sleep(0.2)
+    await again.stop()
+    assert server_fires(tmp_path / "data") == server

@@ -229,6 +229,10 @@ def _summary(console: Console, stats: ReplayStats, rules: Rules) -> None:
         events.add_column(column, justify="right")
     events.add_row(*(f"{n:,}" for n in (stats.read, stats.accepted, stats.late, stats.duplicate, stats.bad)))
     console.print(events)
+    if stats.quarantined or stats.timers_quarantined:  # a log replay skips what the server quarantined
+        console.print(
+            f"quarantined by the server: {stats.quarantined:,} events, {stats.timers_quarantined:,} users' timers"
+        )
     fires = Table(title="fires", title_justify="left")
     fires.add_column("trigger")
     fires.add_column("fired", justify="right")

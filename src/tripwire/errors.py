@@ -78,3 +78,11 @@ class AlreadyRetriedError(TripwireError):
         self.entry = entry
         self.decision = decision
         super().__init__(f"quarantined event {entry} was sent through again already (decided {decision})")
+
+
+class NotRetryableError(TripwireError):
+    """A quarantine entry that is not an event (a user's timers set aside) cannot be sent again."""
+
+    def __init__(self, entry: int, why: str) -> None:
+        self.entry = entry
+        super().__init__(f"quarantine entry {entry} cannot be retried: {why}")

@@ -15,7 +15,7 @@ disk, the database) is raised again: the driver stops taking events until the st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,9 +33,11 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 QUARANTINED: Final = "quarantined"
+# The log's mark of a user's timers set aside because their fire could not be written.
+TIMERS_QUARANTINED: Final = "timers_quarantined"
 _REASON_CHARS: Final = 500
 # A suspect: ("new", batch, index) for an arriving event, ("waiting", messageId) for one the
-# log already accepted that this step would apply.
+# log already accepted that this step would apply, ("timers", user) for a user's due timers.
 Suspect = tuple[Any, ...]
 
 
@@ -122,6 +124,9 @@ class Pipeline:
         withdrawn = engine.withdraw(set(waiting)) if waiting else []
         quarantine = [_quarantine_row(event, now, waiting[event.message_id]) for event in withdrawn]
         rows: list[LogRow] = []
+        aside = {s[1]: reason for s, reason in exclude.items() if s[0] == "timers"}
+        for uid in aside:
+            engine.set_timers_aside(uid, watermark - 1)  # what this step's advance would fire
         decisions: list[list[str]] = []
         for b, events in enumerate(batches):
             decided: list[str] = []
@@ -141,7 +146,14 @@ class Pipeline:
                            engine.watermark)
                 )  # fmt: skip
             decisions.append(decided)
+        offered_at = engine.watermark
         fires = engine.advance(watermark)
+        if engine.timers_set_aside:
+            entries = _timers_entries(engine, aside, watermark - 1, now)
+            quarantine += entries
+            # A replay meets this row before its next advance and cancels the same timers.
+            rows += [LogRow(0, e.message_id, e.user_id, None, e.ts, now, TIMERS_QUARANTINED, e.body, offered_at)
+                     for e in entries]  # fmt: skip
         marks = list(zip(retried, decisions[0], strict=True)) if retried else []
         logged = [event.message_id for event in withdrawn]
         wrote = self._write(engine, rows, fires, quarantine, logged, now, commit, marks)
@@ -216,16 +228,22 @@ class Pipeline:
                 if reason is not None:
                     bad[suspect] = reason
 
-        probe(arriving, engine)  # the usual poison arrives in the failing round; events that waited come next
-        probed_waiting = False
+        # The usual poison arrives in the failing round; events that waited come next, then
+        # timers coming due, each probed alone; bisecting the round (costly) is the last resort.
+        probe(arriving, engine)
+        probes = [
+            lambda: probe([("waiting", mid) for mid in waiting], self.recover()),
+            self._probe_timers(batches, bad, now, watermark),
+        ]
         while True:
             engine = self.recover()
             try:
                 result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad, retried=retried)
             except Exception as exc:
-                if not probed_waiting and waiting:
-                    probed_waiting = True
-                    probe([("waiting", mid) for mid in waiting], self.recover())  # a failed step spent `engine`
+                found = len(bad)
+                while probes and len(bad) == found:
+                    probes.pop(0)()  # a failed step spent `engine`: each probe starts from the store
+                if len(bad) > found:
                     continue
                 culprit = self._bisect(batches, [s for s in suspects if s not in bad], bad, now, watermark)
                 if culprit is None:
@@ -233,8 +251,38 @@ class Pipeline:
                 bad[culprit[0]] = culprit[1]
                 continue
             for row in result.quarantined:
-                log.warning("event quarantined", message_id=row.message_id, user_id=row.user_id, reason=row.reason)
+                log.warning("quarantined", message_id=row.message_id, user_id=row.user_id, reason=row.reason)
             return engine, result
+
+    def _probe_timers(
+        self, batches: Sequence[Sequence[Event]], bad: dict[Suspect, str], now: int, watermark: int
+    ) -> Callable[[], None]:
+        """A probe of each user's timers coming due in this step, with the user's events of
+        the step, alone on a scratch engine: the users whose timers' fires cannot be written."""
+
+        def run() -> None:
+            live = self.recover()
+            events: dict[str, list[Event]] = {}
+            waiting = [e for e in live.pending_events() if e.ts <= watermark]
+            for event in [*waiting, *(e for events in batches for e in events)]:
+                ids = [x for x in (event.user_id, event.anonymous_id) if x is not None]
+                for uid in {live.resolve(x) for x in ids}:
+                    events.setdefault(uid, []).append(event)
+            for uid in dict.fromkeys([*live.users_due(watermark - 1), *events]):
+                scratch = Engine(self.rules, dedup_window=None, follow_events=False)
+                try:
+                    scratch.load_meta(live.dump_meta())
+                    data = live.dump_user(uid)
+                    if data is not None:
+                        scratch.load_user(uid, data)
+                    for event in events.get(uid, ()):
+                        scratch.force_accept(event)
+                    fires = scratch.advance(watermark)
+                    self._write(scratch, [], fires, [], [], now, commit=False)
+                except Exception as exc:
+                    bad[("timers", uid)] = f"a timer's fire cannot be written: {_reason(exc)}"
+
+        return run
 
     def _probe(self, live: Engine, event: Event, now: int) -> str | None:
         """Apply one event alone, on a scratch engine holding only its users' state; why it fails, if it does."""
@@ -323,6 +371,28 @@ def _body(raw: dict[str, Any]) -> bytes:
         return _encode(raw)
     except Exception as exc:
         return _encode({"unencodable": _reason(exc)})
+
+
+def _timers_entries(engine: Engine, reasons: dict[str, str], until: int, now: int) -> list[QuarantineRow]:
+    """A quarantine entry per user whose timers this step cancelled (what they were, and why)."""
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for uid, timer in engine.timers_set_aside:
+        by_user.setdefault(uid, []).append(timer)
+    engine.timers_set_aside = []
+    return [
+        QuarantineRow(0, f"timers:{uid}:{until}", uid, None, until, now, now, reasons[uid],
+                      _body({"timers": timers, "user_id": uid, "until": until}))
+        for uid, timers in by_user.items()
+    ]  # fmt: skip
+
+
+def quarantine_kind(row: QuarantineRow) -> str:
+    """ "timers" for a user's timers set aside (nothing to send again), "event" otherwise."""
+    if row.message_id.startswith("timers:") and row.anonymous_id is None:
+        body = _decode(row.body)
+        if isinstance(body, dict) and "timers" in body and "type" not in body and "event" not in body:
+            return "timers"
+    return "event"
 
 
 def _quarantine_row(event: Event, now: int, reason: str) -> QuarantineRow:

@@ -18,6 +18,7 @@ from tripwire.engine.core import NEVER
 from tripwire.engine.snapshot import saved_watermark
 from tripwire.errors import EventError
 from tripwire.events import Event, parse_event
+from tripwire.pipeline import TIMERS_QUARANTINED
 from tripwire.rules import Rules
 from tripwire.store import Store
 from tripwire.timestamps import parse_ms
@@ -47,6 +48,7 @@ class ReplayStats:
     late: int = 0
     duplicate: int = 0
     quarantined: int = 0
+    timers_quarantined: int = 0  # users' timers the server set aside, in a log replay
     bad: int = 0
     fires: Counter[str] = field(default_factory=Counter)
     decided: Counter[str] = field(default_factory=Counter)  # decisions recorded in a log: late, quarantined ...
@@ -115,12 +117,19 @@ class Replayer:
 
     def add_logged(self, obj: Any, decision: str, line: int, watermark: int | None = None) -> None:
         """Add an event from a server's log with the acceptance the server decided and the
-        watermark it decided it at (None in logs written before watermarks were recorded)."""
-        self.stats.read += 1
+        watermark it decided it at (None in logs written before watermarks were recorded).
+
+        A row of timers the server set aside (their fire could not be written) cancels them
+        here too, at the same point."""
         engine = self.engine
         if watermark is not None and watermark > engine.watermark:
             # The server had applied exactly what this watermark allows before this event came.
             self._emit(engine.advance(watermark))
+        if decision == TIMERS_QUARANTINED:
+            engine.set_timers_aside(obj["user_id"], obj["until"])
+            self.stats.timers_quarantined += 1
+            return
+        self.stats.read += 1
         if decision != ACCEPTED:
             self.stats.decided[decision] += 1
             return

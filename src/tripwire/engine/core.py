@@ -71,6 +71,8 @@ class Engine:
         self._pending: list[tuple[int, int, Event]] = []  # sorted from _head on; before it, applied
         self._head = 0
         self._timers: list[tuple[int, int, str, int, Any]] = []
+        self._set_aside: dict[str, int] = {}  # user -> cancel (not fire) timers due by then
+        self.timers_set_aside: list[tuple[str, dict[str, Any]]] = []
         self._arrival = 0
         self._seq = 0
         self._order = 0
@@ -152,6 +154,8 @@ class Engine:
         fires: list[Fire] = []
         self._run(self.watermark, self.watermark - 1, fires)
         self._forget_old_ids()
+        if self._set_aside:  # past their time, nothing more can come due by it
+            self._set_aside = {uid: until for uid, until in self._set_aside.items() if until >= self.watermark}
         return fires
 
     def finish(self, until: int | None = None) -> list[Fire]:
@@ -393,6 +397,10 @@ class Engine:
             if not slot:
                 user.slots[index] = None
         self.dirty.add(uid)
+        if self._set_aside and due <= self._set_aside.get(uid, NEVER):
+            aside = {"trigger": plan.trigger.id, "key": timer.key, "deadline": due, "events": list(timer.ids)}
+            self.timers_set_aside.append((uid, aside))
+            return
         self._fire(plan, user, timer.key, due, tuple(timer.ids), fires)
 
     # -- fires ---------------------------------------------------------------------------
@@ -464,6 +472,20 @@ class Engine:
 
     def load_meta(self, data: bytes) -> None:
         snapshot.load_meta(self, data)
+
+    def users_due(self, until: int) -> list[str]:
+        """Users with a timer due by `until`, in the order they come due (fault isolation)."""
+        due: dict[str, None] = {}
+        for deadline, _, uid, _, _ in sorted(self._timers):
+            if deadline > until:
+                break
+            due.setdefault(uid)
+        return list(due)
+
+    def set_timers_aside(self, uid: str, until: int) -> None:
+        """From now on, `uid`'s timers due by `until` are cancelled instead of fired (their
+        fire cannot be written); each one cancelled is listed in `timers_set_aside`."""
+        self._set_aside[uid] = max(until, self._set_aside.get(uid, until))
 
     def forget(self, message_id: str) -> None:
         """Let a messageId be accepted again (a quarantined event sent through once more)."""

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tripwire.errors import AlreadyRetriedError
+from tripwire.errors import AlreadyRetriedError, NotRetryableError
 from tripwire.server.admin import Admin, json_body, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
 
@@ -53,4 +53,6 @@ class QuarantineAdmin:
             raise Rejection(404, "not_found", f"no quarantined event {entry}") from None
         except AlreadyRetriedError as exc:
             raise Rejection(409, "already_retried", f"{exc}; it is in the log with that decision") from None
+        except NotRetryableError as exc:
+            raise Rejection(409, "not_retryable", str(exc)) from None
         return JSONReply({"retried": retried})

@@ -22,9 +22,9 @@ import msgspec
 import structlog
 
 from tripwire.engine import Engine, Fire
-from tripwire.errors import AlreadyRetriedError, OverloadedError, StoreUnavailableError
+from tripwire.errors import AlreadyRetriedError, NotRetryableError, OverloadedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
-from tripwire.pipeline import Pipeline
+from tripwire.pipeline import Pipeline, quarantine_kind
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
 from tripwire.store import QuarantineRow, SqliteOutbox, SqliteStore, Store
@@ -207,7 +207,10 @@ class Service:
             if found.retried_at is not None:
                 # Sent through once already: a second time would accept the same event twice.
                 raise AlreadyRetriedError(entry, found.retry_decision or "")
+            if quarantine_kind(found) == "timers":
+                raise NotRetryableError(entry, "it holds a user's timers set aside, not an event to send again")
             rows = [found]
+        rows = [row for row in rows if quarantine_kind(row) == "event"]
         rows.reverse()  # in the order they came
         events: list[Event] = []
         kept: list[QuarantineRow] = []

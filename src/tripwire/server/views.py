@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from tripwire.engine.snapshot import describe_user
+from tripwire.pipeline import quarantine_kind
 from tripwire.rules import Rules
 from tripwire.store import DeliveryRow, FireRow, LogRow, QuarantineRow, SqliteOutbox, Store
 from tripwire.timestamps import format_ms
@@ -42,9 +43,12 @@ def event(row: LogRow) -> dict[str, Any]:
 
 
 def quarantined(row: QuarantineRow) -> dict[str, Any]:
-    """A quarantined event: why, when, the event as kept, and what a retry decided."""
+    """A quarantined event (or a user's timers set aside): why, when, what was kept, and
+    what a retry decided."""
+    kind = quarantine_kind(row)
     return {
         "id": row.id,
+        "kind": kind,
         "message_id": row.message_id,
         "user_id": row.user_id,
         "anonymous_id": row.anonymous_id,
@@ -53,7 +57,7 @@ def quarantined(row: QuarantineRow) -> dict[str, Any]:
         "reason": row.reason,
         "retried_at": None if row.retried_at is None else _time(row.retried_at),
         "retry_decision": row.retry_decision,
-        "event": _decode(row.body),
+        **({"event": _decode(row.body)} if kind == "event" else {"timers": _decode(row.body)["timers"]}),
     }
 
 
