@@ -1,7 +1,21 @@
-"""Durable storage behind small ports; SQLite is the embedded default."""
+"""Durable storage behind small ports (`store.base`); SQLite is the embedded default."""
 
-from tripwire.store.base import Batch, FireRow, LogRow, NewDelivery, QuarantineRow, Store
-from tripwire.store.outbox import Attempt, DeliveryRow, SqliteOutbox
+from tripwire.store.base import (
+    Attempt,
+    Batch,
+    DeliveryRow,
+    FireRow,
+    Goals,
+    InboxItem,
+    InboxStore,
+    LogRow,
+    NewDelivery,
+    NewInboxItem,
+    Outbox,
+    QuarantineRow,
+    Store,
+)
+from tripwire.store.outbox import SqliteOutbox
 from tripwire.store.sqlite import SqliteStore
 
 __all__ = [
@@ -9,8 +23,13 @@ __all__ = [
     "Batch",
     "DeliveryRow",
     "FireRow",
+    "Goals",
+    "InboxItem",
+    "InboxStore",
     "LogRow",
     "NewDelivery",
+    "NewInboxItem",
+    "Outbox",
     "QuarantineRow",
     "SqliteOutbox",
     "SqliteStore",

@@ -1,7 +1,7 @@
 """Conversions: a trigger's goal event seen within its period after a fire, holdouts included.
 
 The sweep is incremental: a cursor (in the `meta` table) remembers the last fire and
-the last logged event it looked at, so each is examined once, however long the server
+the last logged event it looked at (the port is `base.Goals`), so each is examined once, however long the server
 was down, and a conversion is found whichever of the fire and the goal event came first.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tripwire.store.base import EventAfter, FireAfter
 from tripwire.store.sqlite import SqliteFile
 
-FireAfter = tuple[int, str, str, str, int, bool]  # n, fire_id, trigger, user_id, fire_time, holdout
-EventAfter = tuple[int, str, int, bytes, str | None, str | None]  # seq, messageId, ts, body, userId, anonymousId
+__all__ = ["EventAfter", "FireAfter", "SqliteGoals"]
 
 
 class SqliteGoals(SqliteFile):

@@ -1,6 +1,6 @@
 """The in-app inbox: messages the `in_app` action stored for a user, newest first, with read state.
 
-The port is `InboxStore`; `SqliteInbox` keeps the messages in the server's SQLite file
+The port is `base.InboxStore`; `SqliteInbox` keeps the messages in the server's SQLite file
 (the `inbox` table of migration 2, so open `SqliteStore` first). A message is stored
 once per (fire_id, action), so a retried delivery never shows twice. Times are epoch ms.
 """
@@ -8,63 +8,14 @@ once per (fire_id, action), so a retried delivery never shows twice. Times are e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from tripwire.store.base import InboxItem, InboxStore, NewInboxItem
 from tripwire.store.sqlite import SqliteFile, transaction
 
+__all__ = ["InboxItem", "InboxStore", "NewInboxItem", "SqliteInbox"]
+
 _COLUMNS = "id, user_id, fire_id, action, title, body, url, created_at, expires_at, read_at"
-
-
-@dataclass(frozen=True, slots=True)
-class InboxItem:
-    """One message of a user's inbox; `id` orders messages (a later message has a larger id)."""
-
-    id: int
-    user_id: str
-    fire_id: str
-    action: str
-    title: str
-    body: str
-    url: str | None
-    created_at: int
-    expires_at: int | None
-    read_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewInboxItem:
-    """What the `in_app` channel stores; the store assigns the id."""
-
-    user_id: str
-    fire_id: str
-    action: str
-    title: str
-    body: str
-    url: str | None
-    created_at: int
-    expires_at: int | None
-
-
-class InboxStore(Protocol):
-    """Durable storage of in-app messages."""
-
-    def add(self, item: NewInboxItem) -> tuple[InboxItem, bool]:
-        """Store `item` unless its (fire_id, action) is stored already; the stored row and whether it is new."""
-
-    def messages(
-        self, user_id: str, *, now: int, limit: int = 50, before: int | None = None, after: int | None = None
-    ) -> list[InboxItem]:
-        """Unexpired messages of `user_id`, newest first; `before`/`after` bound the id (exclusive)."""
-
-    def unread(self, user_id: str, *, now: int) -> int:
-        """How many unexpired messages of `user_id` are unread."""
-
-    def mark_read(self, user_id: str, ids: Sequence[int] | None, *, now: int) -> list[int]:
-        """Mark `ids` (None: every message) of `user_id` read; the ids that were unread until now."""
-
-    def purge(self, *, now: int) -> int:
-        """Delete expired messages; how many."""
 
 
 def _item(row: tuple[Any, ...]) -> InboxItem:

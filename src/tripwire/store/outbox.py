@@ -1,49 +1,25 @@
 """The outbox: deliveries waiting, being sent, delivered, held, dropped or dead; with every attempt.
 
-Rows are created in the same transaction as their fire (see `SqliteBatch.add_deliveries`);
-dispatchers claim them here. A claim is a lease: a delivery whose sender died is
-claimed again when its lease runs out, and sent again with the same idempotency key.
+The port is `base.Outbox`; rows are created in the same transaction as their fire (see
+`SqliteBatch.add_deliveries`); dispatchers claim them here. A claim is a lease: a delivery
+whose sender died is claimed again when its lease runs out, and sent again with the same
+idempotency key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from tripwire.store.base import DEAD, DELIVERED, DROPPED, PENDING, SENDING, Attempt, DeliveryRow
 from tripwire.store.sqlite import SqliteFile, filtered, transaction
 
-PENDING, SENDING, DELIVERED, DEAD, DROPPED = "pending", "sending", "delivered", "dead", "dropped"
 _COLUMNS = (
     "id, fire_id, action, channel, trigger, user_id, status, attempts, next_at, reason, created_at, updated_at,"
     " delivered_at"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    id: int
-    fire_id: str
-    action: str
-    channel: str
-    trigger: str
-    user_id: str
-    status: str
-    attempts: int
-    next_at: int
-    reason: str | None
-    created_at: int
-    updated_at: int
-    delivered_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    attempt: int
-    started_at: int
-    outcome: str  # ok | retry | failed
-    http_status: int | None
-    latency_ms: float
-    error: str | None
+__all__ = ["DEAD", "DELIVERED", "DROPPED", "PENDING", "SENDING", "Attempt", "DeliveryRow", "SqliteOutbox"]
 
 
 class SqliteOutbox(SqliteFile):
