@@ -95,9 +95,13 @@ class Pipeline:
             for entry in unusable:
                 log.warning("logged event quarantined", message_id=entry.message_id, reason=entry.reason)
         engine.accepted = 0
-        engine.dirty.clear()
-        engine.dirty_links.clear()
+        engine.take_changes()  # all of it is in the store already
         return engine
+
+    def reload(self, engine: Engine, rules: Rules) -> Engine:
+        """`engine` under new rules; the next step saves what the change touched."""
+        self.rules = rules
+        return engine.with_rules(rules)
 
     # -- one step ----------------------------------------------------------------------
 
@@ -177,10 +181,7 @@ class Pipeline:
     ) -> bool:
         if not (rows or fires or quarantine or engine.dirty or engine.dirty_links or marks) and commit:
             return False
-        dirty = engine.dirty
-        engine.dirty = set()
-        links = engine.dirty_links
-        engine.dirty_links = {}
+        dirty, links = engine.take_changes()
         with self.store.write(commit=commit) as batch:
             batch.append_events(rows)
             batch.save_users({uid: engine.dump_user(uid) for uid in dirty})

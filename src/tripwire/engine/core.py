@@ -473,6 +473,52 @@ class Engine:
     def load_meta(self, data: bytes) -> None:
         snapshot.load_meta(self, data)
 
+    def take_changes(self) -> tuple[set[str], dict[str, str]]:
+        """The users changed and the identity links made since the last call, to be saved;
+        from here on the engine counts afresh."""
+        users, links = self.dirty, self.dirty_links
+        self.dirty = set() if not isinstance(users, _Forget) else users
+        self.dirty_links = {}
+        return users, links
+
+    def with_rules(self, rules: Rules) -> Engine:
+        """This engine's state under other rules (a reload): users, links, timers, dedup
+        memory and waiting events carry over; a trigger kept unchanged keeps its state. The
+        users whose saved state the change touches are marked changed, so they are saved."""
+        new = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=self.follow_events)
+        new.load_meta(self.dump_meta())
+        new.links = self.links
+        for uid in self.users:
+            data = self.dump_user(uid)
+            if data is not None:
+                new.load_user(uid, data)
+        new.seen = self.seen
+        new._seen_order = self._seen_order
+        for event in self.pending_events():
+            new.force_accept(event)
+        new.accepted = self.accepted
+        new.counts = self.counts
+        new.dirty = self._touched_by(new) | self.dirty
+        new.dirty_links = self.dirty_links
+        return new
+
+    def _touched_by(self, new: Engine) -> set[str]:
+        """The users whose saved state moving to `new`'s rules changes: those holding state
+        of a trigger (or a guard) that was changed or removed. Only they are saved again."""
+        kept = {(p.trigger.id, p.trigger.fingerprint) for p in new.plan.triggers}
+        gone = {p.index for p in self.plan.triggers if (p.trigger.id, p.trigger.fingerprint) not in kept}
+        patterns = {slot.pattern.text for slot in new.plan.guard_slots}
+        gone_guards = {g for g, slot in enumerate(self.plan.guard_slots) if slot.pattern.text not in patterns}
+        touched = set()
+        for uid, user in self.users.items():
+            if (
+                any(user.slots[i] is not None for i in gone)
+                or (user.last_fire is not None and not gone.isdisjoint(user.last_fire))
+                or (user.history is not None and not gone_guards.isdisjoint(user.history))
+            ):
+                touched.add(uid)
+        return touched
+
     def users_due(self, until: int) -> list[str]:
         """Users with a timer due by `until`, in the order they come due (fault isolation)."""
         due: dict[str, None] = {}

@@ -177,25 +177,8 @@ class Service:
         return await future
 
     def _swap_rules(self, rules: Rules) -> None:
-        old = self.engine
-        new = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=False)
-        new.load_meta(old.dump_meta())
-        new.links = old.links
-        for uid in old.users:
-            data = old.dump_user(uid)
-            if data is not None:
-                new.load_user(uid, data)
-        new.seen = old.seen
-        new._seen_order = old._seen_order
-        for event in old.pending_events():
-            new.force_accept(event)
-        new.accepted = old.accepted
-        new.counts = old.counts
-        new.dirty = _touched_by_reload(old, new) | old.dirty
-        new.dirty_links = old.dirty_links
-        self.engine = new
+        self.engine = self.pipeline.reload(self.engine, rules)
         self.rules = rules
-        self.pipeline = Pipeline(self.store, rules)
         log.info("rules reloaded", triggers=[t.id for t in rules.triggers])
 
     def _retry_quarantined(self, entry: int | None) -> list[dict[str, Any]]:
@@ -397,24 +380,6 @@ class Service:
     def events(self, *, user: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         users = None if user is None else [user, *self.store.links_to(user)]
         return [views.event(row) for row in self.store.events(users=users, limit=limit)]
-
-
-def _touched_by_reload(old: Engine, new: Engine) -> set[str]:
-    """The users whose saved state a reload changes: those holding state of a trigger (or a
-    guard) that was changed or removed. Only they are written again, not every user."""
-    kept = {(p.trigger.id, p.trigger.fingerprint) for p in new.plan.triggers}
-    gone = {p.index for p in old.plan.triggers if (p.trigger.id, p.trigger.fingerprint) not in kept}
-    patterns = {slot.pattern.text for slot in new.plan.guard_slots}
-    gone_guards = {g for g, slot in enumerate(old.plan.guard_slots) if slot.pattern.text not in patterns}
-    touched = set()
-    for uid, user in old.users.items():
-        if (
-            any(user.slots[i] is not None for i in gone)
-            or (user.last_fire is not None and not gone.isdisjoint(user.last_fire))
-            or (user.history is not None and not gone_guards.isdisjoint(user.history))
-        ):
-            touched.add(uid)
-    return touched
 
 
 class _Idle:
