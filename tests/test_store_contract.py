@@ -1,21 +1,23 @@
-"""The store contract: every adapter must pass these (SQLite now; others join the params)."""
+"""The store contract (log, state, links, fires, quarantine): every adapter passes these.
+
+The `location` fixture (tests/conftest.py) runs each test on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tripwire.store import FireRow, LogRow, QuarantineRow, SqliteStore, Store
+from conftest import StoreLocation
+from tripwire.store import FireRow, LogRow, QuarantineRow, SqliteStore, Store, Stores
+from tripwire.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from tripwire.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    adapter = SqliteStore(tmp_path / "data")
-    adapter.open()
-    yield adapter
-    adapter.close()
+@pytest.fixture
+def store(stores: Stores) -> Store:
+    return stores.store
 
 
 def row(mid: str, ts: int, decision: str = "accepted", user: str | None = "u1", anon: str | None = None) -> LogRow:
@@ -106,17 +108,16 @@ def test_event_queries_find_a_user_by_either_id(store: Store) -> None:
     assert [r.message_id for r in store.events(limit=2)] == ["c", "b"]
 
 
-def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
-    first = SqliteStore(tmp_path)
-    first.open()
-    with first.write() as batch:
+def test_migrations_are_recorded_and_applied_once(location: StoreLocation) -> None:
+    first = location.open()
+    with first.store.write() as batch:
         batch.append_events([row("a", 1)])
     first.close()
-    again = SqliteStore(tmp_path)
-    again.open()
-    assert [v for v, _ in again.migrations()] == [1, 2, 3]
+    again = location.open().store
+    again.open()  # opening an opened store is harmless: nothing is applied twice
+    versions = {"sqlite": SQLITE_MIGRATIONS, "postgres": POSTGRES_MIGRATIONS}[location.kind]
+    assert again.migrations() == [(version, name) for version, name, _ in versions]
     assert [r.message_id for r in again.iter_log()] == ["a"]
-    again.close()
 
 
 def test_commits_leave_checkpoints_to_checkpoint(store: Store) -> None:
@@ -144,6 +145,44 @@ def test_a_trial_write_is_rolled_back(store: Store) -> None:
     assert list(store.iter_log()) == []
 
 
+def test_quarantine_marks_only_the_latest_accepted_row_of_a_reused_message_id(store: Store) -> None:
+    """An older row of the same id (reused after the dedup window) was applied long ago and stays."""
+    with store.write() as batch:
+        batch.append_events([row("a", 1), row("a", 9_000), row("b", 9_001)])
+    kept = QuarantineRow(0, "a", "u1", None, 9_000, 9_005, 9_010, "RuntimeError: bug", b"{}")
+    with store.write() as batch:
+        batch.quarantine([kept], logged=["a"])
+    assert [r.decision for r in store.iter_log()] == ["accepted", "quarantined", "accepted"]
+
+
+def test_ids_and_text_with_nul_and_backslashes_round_trip(store: Store) -> None:
+    """A userId of "a\\u0000b" is valid JSON; PostgreSQL's text cannot hold NUL, its adapter escapes it."""
+    odd = ["a\x00b", "\x00", "back\\slash\\0", "\ue000marked", "\ue000a\x00"]
+    with store.write() as batch:
+        batch.append_events([row(f"m{i}", i, user=uid, anon=uid) for i, uid in enumerate(odd)])
+        batch.save_users({uid: uid.encode() for uid in odd})
+        batch.save_links(dict.fromkeys(odd[1:], odd[0]))
+        batch.add_fires([fire(f"f{i}\x00", i, user=uid, trigger=uid) for i, uid in enumerate(odd)])
+    assert [(r.user_id, r.anonymous_id) for r in store.iter_log()] == [(uid, uid) for uid in odd]
+    assert dict(store.iter_users()) == {uid: uid.encode() for uid in odd}
+    assert all(store.user_state(uid) == uid.encode() for uid in odd)
+    assert sorted(store.links_to(odd[0])) == sorted(odd[1:])
+    assert [r.message_id for r in store.events(users=[odd[1]])] == ["m1"]
+    assert {f.user_id for f in store.fires(limit=10)} == set(odd)
+    assert [f.fire_id for f in store.fires(user=odd[2])] == ["f2\x00"]
+    assert store.fire("f4\x00") is not None and set(store.fire_counts()) == set(odd)
+
+
+def test_long_reads_stream_every_row(store: Store) -> None:
+    """Recovery reads the whole log and every user state; an adapter may fetch them in chunks."""
+    with store.write() as batch:
+        batch.append_events([row(f"m{i}", i) for i in range(5_000)])
+        batch.save_users({f"u{i}": b"s" for i in range(4_100)})
+    assert [r.message_id for r in store.iter_log()] == [f"m{i}" for i in range(5_000)]
+    assert sum(1 for _ in store.iter_users()) == 4_100
+    assert [r.message_id for r in store.accepted_after(4_997)] == ["m4998", "m4999"]
+
+
 def test_quarantine_keeps_the_event_and_its_reason_and_marks_its_log_row(store: Store) -> None:
     with store.write() as batch:
         batch.append_events([row("a", 1), row("b", 2)])
@@ -163,7 +202,7 @@ def test_quarantine_keeps_the_event_and_its_reason_and_marks_its_log_row(store: 
     assert store.quarantined(pending_only=True) == [] and store.quarantine_counts() == (1, 0)
 
 
-def test_the_data_folder_and_database_are_for_the_owner_only(tmp_path: Path) -> None:
+def test_the_sqlite_data_folder_and_database_are_for_the_owner_only(tmp_path: Path) -> None:
     """The event log holds personal data."""
     data = tmp_path / "data"
     data.mkdir(mode=0o755)

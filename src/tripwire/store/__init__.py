@@ -1,4 +1,7 @@
-"""Durable storage behind small ports (`store.base`); SQLite is the embedded default."""
+"""Durable storage behind small ports (`store.base`); SQLite is the embedded default, PostgreSQL the cluster's.
+
+`open_stores(location)` opens the set of adapters for a data folder or a `postgresql://` DSN.
+"""
 
 from tripwire.store.base import (
     Attempt,
@@ -17,6 +20,7 @@ from tripwire.store.base import (
 )
 from tripwire.store.outbox import SqliteOutbox
 from tripwire.store.sqlite import SqliteStore
+from tripwire.store.stores import Stores, open_stores
 
 __all__ = [
     "Attempt",
@@ -34,4 +38,6 @@ __all__ = [
     "SqliteOutbox",
     "SqliteStore",
     "Store",
+    "Stores",
+    "open_stores",
 ]
