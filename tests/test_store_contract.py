@@ -5,13 +5,16 @@ The `location` fixture (tests/conftest.py) runs each test on SQLite and on Postg
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
 
 from conftest import StoreLocation
-from tripwire.store import FireRow, LogRow, QuarantineRow, SqliteStore, Store, Stores
-from tripwire.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from tripwire.store import FireRow, LogRow, QuarantineRow, SqliteStore, Store, Stores, open_stores
+from tripwire.store.postgres_db import MIGRATIONS as POSTGRES_MIGRATIONS
+from tripwire.store.postgres_db import PostgresLocationError, PostgresUnavailableError
 from tripwire.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 
@@ -214,3 +217,26 @@ def test_the_sqlite_data_folder_and_database_are_for_the_owner_only(tmp_path: Pa
     store.close()
     assert modes.pop("data") == 0o700
     assert modes and set(modes.values()) == {0o600}, modes
+
+
+@pytest.mark.parametrize(
+    ("dsn", "schema", "message"),
+    [
+        ("postgresql://h/db?port=x=y", "tripwire", "postgres: not a PostgreSQL connection string"),
+        ("postgresql://localhost/db", "Bad-Name", "schema: 'Bad-Name' is not a plain schema name"),
+        ("postgresql://localhost/db", "1x", "schema: '1x' is not a plain schema name"),
+    ],
+)
+def test_a_bad_postgres_location_is_named(dsn: str, schema: str, message: str) -> None:
+    with pytest.raises(PostgresLocationError, match=re.escape(message)):
+        open_stores(dsn, schema=schema)
+
+
+def test_an_unreachable_postgres_is_an_error_naming_it_without_the_password(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(PostgresUnavailableError) as caught:
+        open_stores(f"postgresql://me:s3cret@127.0.0.1:{port}/db")
+    assert f"postgres: cannot connect to me@127.0.0.1:{port}/db: " in str(caught.value)
+    assert "s3cret" not in str(caught.value)

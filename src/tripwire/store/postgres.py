@@ -1,142 +1,22 @@
-"""The cluster's store on PostgreSQL: one schema of a database, reached through a connection pool.
+"""The cluster's store on PostgreSQL: the log, user states, links, fires and the quarantine.
 
-`PostgresDatabase` owns the pool and the migrations; `PostgresStore` (here) and the
-outbox, goals and inbox adapters (`postgres_*.py`) share one. Every table lives in the
-schema given (default `tripwire`), set as each connection's `search_path`, so several
-deployments or test runs can share a database. The semantics are those of the SQLite
-adapter, held to by the same contract tests.
+The semantics are those of the SQLite adapter (`store.sqlite`), held to by the same
+contract tests; `postgres_db.PostgresDatabase` holds the pool, schema and migrations.
 """
 
 from __future__ import annotations
 
-import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
-from psycopg.types.string import StrDumperUnknown, TextLoader
-from psycopg_pool import ConnectionPool
 
-from tripwire.errors import TripwireError
 from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
+from tripwire.store.postgres_db import PostgresDatabase
 from tripwire.store.sqlite import filtered
 
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "event log, user state, meta, links, fires, quarantine, deliveries, attempts, conversions, inbox",
-        """
-        CREATE TABLE events (
-            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            message_id TEXT NOT NULL,
-            user_id TEXT,
-            anonymous_id TEXT,
-            ts BIGINT NOT NULL,
-            received_at BIGINT NOT NULL,
-            decision TEXT NOT NULL,
-            body BYTEA NOT NULL,
-            watermark BIGINT
-        );
-        CREATE INDEX events_user ON events (user_id, seq);
-        CREATE INDEX events_anonymous ON events (anonymous_id, seq);
-        CREATE INDEX events_accepted_ts ON events (ts) WHERE decision = 'accepted';
-        CREATE INDEX events_message ON events (message_id);
-        CREATE TABLE users (uid TEXT PRIMARY KEY, state BYTEA NOT NULL);
-        CREATE TABLE links (id TEXT PRIMARY KEY, target TEXT NOT NULL);
-        CREATE INDEX links_target ON links (target);
-        CREATE TABLE meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
-        CREATE TABLE fires (
-            n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            fire_id TEXT NOT NULL UNIQUE,
-            trigger TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            key TEXT NOT NULL,
-            fire_time BIGINT NOT NULL,
-            events TEXT NOT NULL,
-            suppressed TEXT,
-            detail TEXT,
-            emitted_at BIGINT NOT NULL,
-            holdout BOOLEAN NOT NULL DEFAULT FALSE
-        );
-        CREATE INDEX fires_time ON fires (fire_time, n);
-        CREATE INDEX fires_user ON fires (user_id, fire_time);
-        CREATE INDEX fires_trigger ON fires (trigger, fire_time);
-        CREATE TABLE quarantine (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            message_id TEXT NOT NULL,
-            user_id TEXT,
-            anonymous_id TEXT,
-            ts BIGINT NOT NULL,
-            received_at BIGINT NOT NULL,
-            quarantined_at BIGINT NOT NULL,
-            reason TEXT NOT NULL,
-            body BYTEA NOT NULL,
-            retried_at BIGINT,
-            retry_decision TEXT
-        );
-        CREATE INDEX quarantine_message ON quarantine (message_id);
-        CREATE TABLE deliveries (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            fire_id TEXT NOT NULL,
-            action TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            trigger TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            status TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_at BIGINT NOT NULL,
-            lease_until BIGINT,
-            reason TEXT,
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            delivered_at BIGINT,
-            UNIQUE (fire_id, action)
-        );
-        CREATE INDEX deliveries_due ON deliveries (status, next_at);
-        CREATE INDEX deliveries_user ON deliveries (user_id, status, delivered_at);
-        CREATE TABLE attempts (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            delivery_id BIGINT NOT NULL REFERENCES deliveries (id),
-            attempt INTEGER NOT NULL,
-            started_at BIGINT NOT NULL,
-            outcome TEXT NOT NULL,
-            http_status INTEGER,
-            latency_ms DOUBLE PRECISION NOT NULL,
-            error TEXT
-        );
-        CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt);
-        CREATE TABLE conversions (
-            fire_id TEXT PRIMARY KEY,
-            trigger TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            holdout BOOLEAN NOT NULL,
-            message_id TEXT NOT NULL,
-            converted_at BIGINT NOT NULL
-        );
-        CREATE INDEX conversions_trigger ON conversions (trigger, holdout);
-        CREATE TABLE inbox (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            fire_id TEXT NOT NULL,
-            action TEXT NOT NULL,
-            title TEXT NOT NULL,
-            body TEXT NOT NULL,
-            url TEXT,
-            created_at BIGINT NOT NULL,
-            expires_at BIGINT,
-            read_at BIGINT,
-            UNIQUE (fire_id, action)
-        );
-        CREATE INDEX inbox_user ON inbox (user_id, id);
-        """,
-    ),
-]
-
-SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOG_COLUMNS = "seq, message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark"
 _QUARANTINE_COLUMNS = (
     "id, message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body, retried_at, retry_decision"
@@ -144,114 +24,6 @@ _QUARANTINE_COLUMNS = (
 _FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout"
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
-
-
-class PostgresLocationError(TripwireError, ValueError):
-    """A PostgreSQL location or schema name cannot be used."""
-
-
-# -- text with NUL -------------------------------------------------------------------------
-# PostgreSQL's text cannot hold U+0000, which events may carry (a userId of "a\u0000b" is
-# valid JSON and SQLite keeps it). Such a string is stored escaped behind a private-use
-# mark: injective, so equality in queries still holds, and every other string is stored as is.
-_MARK = "\ue000"
-_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
-
-
-class _NulSafeDumper(StrDumperUnknown):
-    def dump(self, obj: str) -> bytes:
-        if "\x00" in obj or obj.startswith(_MARK):
-            obj = _MARK + obj.replace("\\", "\\\\").replace("\x00", "\\0")
-        dumped = super().dump(obj)
-        assert dumped is not None, "a str always dumps to text"
-        return bytes(dumped)
-
-
-class _NulSafeLoader(TextLoader):
-    def load(self, data: Any) -> str | bytes:  # bytes only on a SQL_ASCII connection
-        text = super().load(data)
-        if isinstance(text, str) and text.startswith(_MARK):
-            return _ESCAPED.sub(lambda m: "\x00" if m[1] == "0" else m[1], text[1:])
-        return text
-
-
-class PostgresDatabase:
-    """A pool of connections to one schema; opened on first use, closed by `close()` (and reopened after)."""
-
-    def __init__(self, dsn: str, *, schema: str = "tripwire", max_size: int = 8) -> None:
-        if not SCHEMA_NAME.fullmatch(schema):
-            raise PostgresLocationError(
-                f"schema: {schema!r} is not a plain schema name (lower-case letters, digits and _, at most 63,"
-                " not starting with a digit)"
-            )
-        self.dsn = dsn
-        self.schema = schema
-        self._max_size = max_size
-        self._pool: ConnectionPool | None = None
-        self._lock = threading.Lock()
-
-    def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        conn.adapters.register_dumper(str, _NulSafeDumper)
-        conn.adapters.register_loader("text", _NulSafeLoader)
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-
-    def pool(self) -> ConnectionPool:
-        with self._lock:
-            if self._pool is None:
-                pool = ConnectionPool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=self._max_size,
-                    kwargs={"autocommit": True},
-                    configure=self._configure,
-                    open=False,
-                    name=f"tripwire-{self.schema}",
-                )
-                pool.open(wait=True, timeout=30)
-                self._pool = pool
-            return self._pool
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection in autocommit mode: each statement is its own transaction unless in `transaction()`."""
-        with self.pool().connection() as conn:
-            yield conn
-
-    @contextmanager
-    def transaction(self, *, commit: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on one connection: committed when the block exits cleanly (rolled back
-        with `commit` off), rolled back on any error."""
-        with self.pool().connection() as conn, conn.transaction(force_rollback=not commit):
-            yield conn
-
-    def migrate(self) -> None:
-        """Create the schema and apply the migrations not applied yet; several processes at once apply each once."""
-        with self.transaction() as conn:
-            # The lock is per schema and held to the commit, so a second opener waits and then finds them applied.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tripwire-migrations:{self.schema}",))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, text in MIGRATIONS:
-                if version in applied:
-                    continue
-                for statement in text.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
-
-    def migrations(self) -> list[tuple[int, str]]:
-        with self.connection() as conn:
-            return [(v, n) for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")]
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
 
 
 def _quarantine_row(row: tuple[Any, ...]) -> QuarantineRow:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tripwire.store.base import EventAfter, FireAfter
-from tripwire.store.postgres import PostgresDatabase
+from tripwire.store.postgres_db import PostgresDatabase
 
 # A JSON \u0000 escape not preceded by a backslash of its own, with the pairs of escaped backslashes before it.
 _NUL_ESCAPE = r"(?<!\\)((?:\\\\)*)\\u0000"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tripwire.store.base import InboxItem, NewInboxItem
-from tripwire.store.postgres import PostgresDatabase
+from tripwire.store.postgres_db import PostgresDatabase
 
 _COLUMNS = "id, user_id, fire_id, action, title, body, url, created_at, expires_at, read_at"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tripwire.store.base import Attempt, DeliveryRow
-from tripwire.store.postgres import PostgresDatabase
+from tripwire.store.postgres_db import PostgresDatabase
 from tripwire.store.sqlite import filtered
 
 _COLUMNS = (

@@ -46,7 +46,8 @@ def open_stores(location: str | Path, *, schema: str = "tripwire") -> Stores:
     """
     if is_postgres(location):
         # psycopg is imported only when a DSN is given, so the embedded server starts without it.
-        from tripwire.store.postgres import PostgresDatabase, PostgresStore  # noqa: PLC0415
+        from tripwire.store.postgres import PostgresStore  # noqa: PLC0415
+        from tripwire.store.postgres_db import PostgresDatabase  # noqa: PLC0415
         from tripwire.store.postgres_goals import PostgresGoals  # noqa: PLC0415
         from tripwire.store.postgres_inbox import PostgresInbox  # noqa: PLC0415
         from tripwire.store.postgres_outbox import PostgresOutbox  # noqa: PLC0415

@@ -1,0 +1,270 @@
+"""The connection pool, the schema and the migrations of the cluster's PostgreSQL store.
+
+Every table lives in one schema (default `tripwire`), set as each connection's
+`search_path`, so several deployments or test runs can share a database. The adapters
+(`postgres.py`, `postgres_outbox.py`, `postgres_goals.py`, `postgres_inbox.py`) share one
+`PostgresDatabase`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import StrDumperUnknown, TextLoader
+from psycopg_pool import ConnectionPool
+
+from tripwire.errors import TripwireError
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "event log, user state, meta, links, fires, quarantine, deliveries, attempts, conversions, inbox",
+        """
+        CREATE TABLE events (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            ts BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            decision TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            watermark BIGINT
+        );
+        CREATE INDEX events_user ON events (user_id, seq);
+        CREATE INDEX events_anonymous ON events (anonymous_id, seq);
+        CREATE INDEX events_accepted_ts ON events (ts) WHERE decision = 'accepted';
+        CREATE INDEX events_message ON events (message_id);
+        CREATE TABLE users (uid TEXT PRIMARY KEY, state BYTEA NOT NULL);
+        CREATE TABLE links (id TEXT PRIMARY KEY, target TEXT NOT NULL);
+        CREATE INDEX links_target ON links (target);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+        CREATE TABLE fires (
+            n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            fire_id TEXT NOT NULL UNIQUE,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            fire_time BIGINT NOT NULL,
+            events TEXT NOT NULL,
+            suppressed TEXT,
+            detail TEXT,
+            emitted_at BIGINT NOT NULL,
+            holdout BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE INDEX fires_time ON fires (fire_time, n);
+        CREATE INDEX fires_user ON fires (user_id, fire_time);
+        CREATE INDEX fires_trigger ON fires (trigger, fire_time);
+        CREATE TABLE quarantine (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            ts BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            quarantined_at BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            retried_at BIGINT,
+            retry_decision TEXT
+        );
+        CREATE INDEX quarantine_message ON quarantine (message_id);
+        CREATE TABLE deliveries (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            fire_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at BIGINT NOT NULL,
+            lease_until BIGINT,
+            reason TEXT,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            delivered_at BIGINT,
+            UNIQUE (fire_id, action)
+        );
+        CREATE INDEX deliveries_due ON deliveries (status, next_at);
+        CREATE INDEX deliveries_user ON deliveries (user_id, status, delivered_at);
+        CREATE TABLE attempts (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            delivery_id BIGINT NOT NULL REFERENCES deliveries (id),
+            attempt INTEGER NOT NULL,
+            started_at BIGINT NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt);
+        CREATE TABLE conversions (
+            fire_id TEXT PRIMARY KEY,
+            trigger TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            holdout BOOLEAN NOT NULL,
+            message_id TEXT NOT NULL,
+            converted_at BIGINT NOT NULL
+        );
+        CREATE INDEX conversions_trigger ON conversions (trigger, holdout);
+        CREATE TABLE inbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            fire_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            url TEXT,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT,
+            read_at BIGINT,
+            UNIQUE (fire_id, action)
+        );
+        CREATE INDEX inbox_user ON inbox (user_id, id);
+        """,
+    ),
+]
+
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+CONNECT_TIMEOUT_S = 10
+
+
+class PostgresLocationError(TripwireError, ValueError):
+    """A PostgreSQL location or schema name cannot be used."""
+
+
+class PostgresUnavailableError(TripwireError):
+    """The PostgreSQL server cannot be reached, or refuses the connection."""
+
+
+# -- text with NUL -------------------------------------------------------------------------
+# PostgreSQL's text cannot hold U+0000, which events may carry (a userId of "a\u0000b" is
+# valid JSON and SQLite keeps it). Such a string is stored escaped behind a private-use
+# mark: injective, so equality in queries still holds, and every other string is stored as is.
+_MARK = "\ue000"
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+class _NulSafeDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> bytes:
+        if "\x00" in obj or obj.startswith(_MARK):
+            obj = _MARK + obj.replace("\\", "\\\\").replace("\x00", "\\0")
+        dumped = super().dump(obj)
+        assert dumped is not None, "a str always dumps to text"
+        return bytes(dumped)
+
+
+class _NulSafeLoader(TextLoader):
+    def load(self, data: Any) -> str | bytes:  # bytes only on a SQL_ASCII connection
+        text = super().load(data)
+        if isinstance(text, str) and text.startswith(_MARK):
+            return _ESCAPED.sub(lambda m: "\x00" if m[1] == "0" else m[1], text[1:])
+        return text
+
+
+class PostgresDatabase:
+    """A pool of connections to one schema; opened on first use, closed by `close()` (and reopened after)."""
+
+    def __init__(self, dsn: str, *, schema: str = "tripwire", max_size: int = 8) -> None:
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise PostgresLocationError(
+                f"schema: {schema!r} is not a plain schema name (lower-case letters, digits and _, at most 63,"
+                " not starting with a digit)"
+            )
+        try:
+            self._params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise PostgresLocationError(f"postgres: not a PostgreSQL connection string ({exc})") from None
+        self.dsn = dsn
+        self.schema = schema
+        self._max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.adapters.register_dumper(str, _NulSafeDumper)
+        conn.adapters.register_loader("text", _NulSafeLoader)
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    def where(self) -> str:
+        """The server, database and user, never the password: for messages."""
+        p = self._params
+        return f"{p.get('user', '')}@{p.get('host', 'localhost')}:{p.get('port', 5432)}/{p.get('dbname', '')}"
+
+    def _probe(self) -> None:
+        """Connect once, so an unreachable server or a refused login is an error that says so, at once."""
+        try:
+            psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PostgresUnavailableError(
+                f"postgres: cannot connect to {self.where()}: {cause} (is it running? scripts/services start"
+                " starts one for development)"
+            ) from None
+
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._probe()
+                pool = ConnectionPool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._max_size,
+                    kwargs={"autocommit": True},
+                    configure=self._configure,
+                    open=False,
+                    name=f"tripwire-{self.schema}",
+                )
+                pool.open(wait=True, timeout=30)
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in autocommit mode: each statement is its own transaction unless in `transaction()`."""
+        with self.pool().connection() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on one connection: committed when the block exits cleanly (rolled back
+        with `commit` off), rolled back on any error."""
+        with self.pool().connection() as conn, conn.transaction(force_rollback=not commit):
+            yield conn
+
+    def migrate(self) -> None:
+        """Create the schema and apply the migrations not applied yet; several processes at once apply each once."""
+        with self.transaction() as conn:
+            # The lock is per schema and held to the commit, so a second opener waits and then finds them applied.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tripwire-migrations:{self.schema}",))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, text in MIGRATIONS:
+                if version in applied:
+                    continue
+                for statement in text.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+
+    def migrations(self) -> list[tuple[int, str]]:
+        with self.connection() as conn:
+            return [(v, n) for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
