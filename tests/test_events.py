@@ -251,3 +251,27 @@ def test_a_bad_time_setting_is_a_located_error(name: str, value: str) -> None:
     [problem] = caught.value.problems
     assert (problem.file, problem.line, problem.field) == ("rules.yaml", 2, f"settings.{name}")
     assert "not a duration" in problem.message
+
+
+def test_receive_event_stamps_what_the_receiver_owns_and_refuses_a_far_future_time() -> None:
+    """The arrival rules every receiver applies (HTTP now, a topic in the cluster)."""
+    from tripwire.events import MAX_FUTURE_MS, receive_event
+
+    now = 1_772_323_200_000
+    raw = {"type": "track", "event": "x", "userId": "u", "timestamp": format_ms(now), "writeKey": "k"}
+    event = receive_event(raw, now=now, received_at=format_ms(now), skew_tolerance=2_000)
+    assert "writeKey" not in event.raw and event.raw["receivedAt"] == format_ms(now) and event.message_id
+    ahead = {"type": "track", "event": "x", "userId": "u", "timestamp": format_ms(now + MAX_FUTURE_MS + 1)}
+    with pytest.raises(EventError) as caught:
+        receive_event(ahead, now=now, received_at=format_ms(now), skew_tolerance=2_000)
+    assert caught.value.field == "timestamp" and "in the future" in caught.value.message
+
+
+def test_a_batch_member_takes_the_batch_fields_under_its_own() -> None:
+    from tripwire.events import batch_member
+
+    item = {"event": "x", "context": {"ip": "own"}}
+    merged = batch_member(item, "2026-03-01T00:00:00Z", {"ip": "batch", "locale": "fr"})
+    assert merged["context"] == {"ip": "own", "locale": "fr"} and merged["sentAt"] == "2026-03-01T00:00:00Z"
+    assert item == {"event": "x", "context": {"ip": "own"}}  # left as it was
+    assert batch_member({"context": 5}, None, {"ip": "b"})["context"] == 5  # parse_event names it

@@ -9,7 +9,6 @@ are named, field by field, and never stop the good events of the same batch.
 from __future__ import annotations
 
 import time
-import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from starlette.routing import Route
 
 from tripwire import limits
 from tripwire.errors import EventError
-from tripwire.events import Event, parse_event
+from tripwire.events import Event, batch_member, receive_event
 from tripwire.server import rawjson
 from tripwire.server.auth import HOW_TO_PASS_WRITE_KEY, Secret, any_matches, basic_user
 from tripwire.server.metrics import Metrics
@@ -32,9 +31,6 @@ from tripwire.timestamps import format_ms
 
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
-# An event stamped further ahead than this would drag the watermark into the future and
-# make every other user's events late, so it is refused as bad input instead.
-MAX_FUTURE_MS: Final = 24 * 3_600_000
 SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "alias", "group")
 BATCH_PATHS: Final = ("/v1/batch", "/v1/import")
 _decode = msgspec.json.decode
@@ -177,15 +173,6 @@ def salvage_batch(body: bytes, exc: Exception) -> dict[str, Any]:
     return payload
 
 
-def _merge_context(batch_context: dict[str, Any], own: Any) -> Any:
-    """The batch's context under the event's own, merged by top-level key (the event's win)."""
-    if own is None:
-        return dict(batch_context)
-    if not isinstance(own, dict):
-        return own  # parse_event names the field
-    return {**batch_context, **own}
-
-
 def _decode_batch_body(body: bytes) -> tuple[dict[str, Any], bool]:
     """The batch body, and whether its decode already held the structural limits."""
     try:
@@ -243,7 +230,7 @@ class Ingest:
             if not checked:
                 limits.check(payload)
             now = self.service.now_ms()
-            event = self._prepare(payload, now, format_ms(now), self._skew_tolerance())
+            event = receive_event(payload, now=now, received_at=format_ms(now), skew_tolerance=self._skew_tolerance())
         except EventError as exc:
             return self._all_bad([{"index": 0, "field": exc.field, "message": exc.message}], request)
         await self._submit([event], started)
@@ -331,31 +318,11 @@ class Ingest:
                 f"the event is {size} bytes JSON-encoded; the limit is {self.limits.event // 1024} KB "
                 f"({self.limits.event} bytes): send less data in properties, traits or context",
             )
-        event = dict(item)
-        if sent_at is not None and event.get("sentAt") is None:
-            event["sentAt"] = sent_at
-        if context is not None:
-            event["context"] = _merge_context(context, item.get("context"))
-        return self._prepare(event, now, received_at, tolerance)
+        return receive_event(batch_member(item, sent_at, context), now=now, received_at=received_at,
+                             skew_tolerance=tolerance)  # fmt: skip
 
     def _skew_tolerance(self) -> int:
         return self.service.rules.settings.clock_skew_tolerance
-
-    @staticmethod
-    def _prepare(event: dict[str, Any], now: int, received_at: str, tolerance: int) -> Event:
-        """Stamp what the server owns (`receivedAt`, a missing `messageId`), validate, correct skew."""
-        event.pop("writeKey", None)  # never stored, so /api/events cannot show it
-        event["receivedAt"] = received_at
-        if event.get("messageId") is None:
-            event["messageId"] = str(uuid.uuid4())
-        parsed = parse_event(event, skew_tolerance=tolerance)
-        if parsed.ts > now + MAX_FUTURE_MS:
-            raise EventError(
-                "timestamp",
-                f"{event['timestamp']} is more than 24h after the server received the event "
-                f"({event['receivedAt']}): the timestamp is in the future; check the client clock",
-            )
-        return parsed
 
     async def _submit(self, events: list[Event], started: float) -> None:
         decisions = await self.service.submit(events)
