@@ -73,6 +73,30 @@ def test_ordinary_templates_render_within_the_bounds(template: str, rendered: st
     assert render(compile_template(template), DATA) == rendered
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% if x %}" * 2000 + "y" + "{% endif %}" * 2000,  # Jinja's parser recurses per level
+        "{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}",
+        "{{ " + "[" * 2000 + "]" * 2000 + " }}",
+        "{{ x" + " | e" * 2000 + " }}",
+        "{{ " + " + ".join(["1"] * 2000) + " }}",
+        "{% for a in b %}" * 30 + "{% endfor %}" * 30,  # Python's compiler: too many statically nested blocks
+        "{% if x %}" * 150 + "{% endif %}" * 150,  # Python's compiler: too many levels of indentation
+    ],
+    ids=["if", "parentheses", "lists", "filters", "operators", "for", "indentation"],
+)
+def test_a_template_nested_too_deeply_to_compile_is_a_template_error(template: str) -> None:
+    """It was a RecursionError (or a SyntaxError of the generated code), a traceback of `tripwire check`."""
+    with pytest.raises(TemplateError, match=r"^the template is too deeply nested to compile"):
+        compile_template(template)
+
+
+def test_templates_nested_as_people_write_them_compile_and_render() -> None:
+    template = "{% for e in events %}" * 3 + "{% if e %}" * 10 + "{{ ((((1 + 2)))) }}" + "{% endif %}" * 10
+    assert render(compile_template(template + "{% endfor %}" * 3), {"events": [1]}) == "3"
+
+
 def test_a_template_error_names_the_field_and_fails_the_attempt_for_good() -> None:
     config = action("  hook: {type: webhook, url: 'https://h.example.com', body: '{{ user.traits.n + 1 }}'}\n", "hook")
     with pytest.raises(TemplateError, match=r"^body: line 1 of the template: TypeError"):

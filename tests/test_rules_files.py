@@ -36,6 +36,15 @@ def where(condition: str) -> str:
     return f"triggers:\n  a:\n    when: {{event: x, where: {{properties.p: {condition}}}}}\n"
 
 
+def templated(body: str) -> bytes:
+    action = f"  h: {{type: webhook, url: 'https://h.example.com', body: '{body}'}}\n"
+    return ("triggers:\n  a: {when: x, actions: [h]}\nactions:\n" + action).encode()
+
+
+DEEP_IF = templated("{% if x %}" * 2000 + "y" + "{% endif %}" * 2000)
+DEEP_PARENTHESES = templated("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}")
+TOO_DEEP = "template error: the template is too deeply nested to compile"
+
 # an anchor 40 deep, used 40 deep: each is fine alone, together 81 levels
 DEEP_ALIAS = ("a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40).encode()
 
@@ -79,6 +88,8 @@ CASES = [
     Bad("python tag", b"triggers:\n  a: {when: !!python/object:os.system x}\n", 2, "is not supported"),
     Bad("binary tag", b"triggers:\n  a: {when: !!binary aGVsbG8=}\n", 2, "the tag !!binary is not supported"),
     Bad("bad int tag", b"triggers:\n  a: {when: x, count: !!int 12x}\n", 2, "not a whole number in 64 bits"),
+    Bad("template with 2000 nested ifs", DEEP_IF, 4, TOO_DEEP),
+    Bad("template with 2000 nested parentheses", DEEP_PARENTHESES, 4, TOO_DEEP),
 ]
 
 
@@ -136,6 +147,17 @@ def test_check_in_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     err = result.stderr.decode()
     assert "Traceback" not in err and f"{path}:3: (file): column 14: byte e9 is not UTF-8" in err
+
+
+def test_a_template_nested_too_deeply_names_its_action_and_field_in_a_real_check(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(DEEP_IF)
+    result = subprocess.run(
+        [sys.executable, "-m", "tripwire", "check", str(path)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert "Traceback" not in err and f"{path}:4: actions.h.body: {TOO_DEEP}" in err, err
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ a render is bounded: sizes a template asks for (`range(n)`, `"x" * n`, `center(n
 are capped at MAX_SIZE, each render has a budget of MAX_STEPS steps (lookups, calls,
 operators, loop items of `range`, output pieces), its output is capped at MAX_OUTPUT
 characters, and any failure on the data is a TemplateError naming the template line.
+A template nested too deeply to compile is a TemplateError too, never a RecursionError.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["MAX_OUTPUT", "MAX_SIZE", "MAX_STEPS", "TemplateError", "compile_temp
 MAX_OUTPUT = 1_000_000  # characters of one rendered field
 MAX_SIZE = 100_000  # the largest size a template may ask for: a range, a repetition, a padding
 MAX_STEPS = 1_000_000  # lookups, calls, operators, range items and output pieces of one render
+_TOO_DEEP = "the template is too deeply nested to compile (blocks, brackets or filters inside one another); flatten it"
 _POWER_BITS = 4_096  # the largest integer `**` may build, in bits
 # str methods and filters whose integer arguments are sizes of what they build
 _SIZING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
@@ -191,6 +193,10 @@ def compile_template(text: str, *, html: bool = False) -> Any:
         return env.from_string(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
+    except (RecursionError, SyntaxError):
+        # Jinja parses and generates code recursively, and Python's compiler then has limits of
+        # its own (about 20 nested blocks, 100 levels of indentation, 200 of parentheses)
+        raise TemplateError(_TOO_DEEP) from None
 
 
 def render(template: Any, context: dict[str, Any]) -> str:
