@@ -29,7 +29,7 @@ from tripwire.rules.source import read_rules_file
 from tripwire.timestamps import format_ms
 
 if TYPE_CHECKING:
-    from tripwire.store import SqliteOutbox
+    from tripwire.store import Outbox
 
 PROGRESS_MIN_BYTES = 1_000_000
 _encode_line = msgspec.json.Encoder().encode
@@ -394,7 +394,7 @@ def deliveries_retry(data_dir: str, ids: tuple[int, ...], everything: bool) -> N
     click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again")
 
 
-def _outbox(data_dir: str) -> SqliteOutbox:
+def _outbox(data_dir: str) -> Outbox:
     from tripwire.store import SqliteOutbox
 
     if not (Path(data_dir) / "tripwire.db").exists():

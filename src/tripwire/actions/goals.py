@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 
 from tripwire.rules import Rules, Trigger
-from tripwire.store.goals import SqliteGoals
+from tripwire.store import Goals
 
 _decode = msgspec.json.decode
 
 
-def sweep(goals: SqliteGoals, rules: Rules, now_ms: int) -> int:
+def sweep(goals: Goals, rules: Rules, now_ms: int) -> int:
     """Record the conversions found since the last sweep; returns how many."""
     with_goal = {t.id: t for t in rules.triggers if t.goal is not None}
     fire_cursor, event_cursor = goals.cursor()

@@ -30,7 +30,7 @@ from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import PROCESSORS, RedactingFormatter
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
-from tripwire.store import SqliteOutbox
+from tripwire.store import Goals, SqliteOutbox
 from tripwire.store.goals import SqliteGoals
 from tripwire.store.inbox import SqliteInbox
 
@@ -150,7 +150,7 @@ async def serve(
         await service.stop()
 
 
-async def _housekeeping(service: Service, goals: SqliteGoals, inbox: Inbox) -> None:
+async def _housekeeping(service: Service, goals: Goals, inbox: Inbox) -> None:
     """Record goal conversions every few seconds; drop expired inbox messages every hour."""
     log = structlog.get_logger("tripwire.housekeeping")
     rounds = 0

@@ -10,7 +10,7 @@ import msgspec
 from tripwire.engine.snapshot import describe_user
 from tripwire.pipeline import quarantine_kind
 from tripwire.rules import Rules
-from tripwire.store import DeliveryRow, FireRow, LogRow, QuarantineRow, SqliteOutbox, Store
+from tripwire.store import DeliveryRow, FireRow, LogRow, Outbox, QuarantineRow, Store
 from tripwire.timestamps import format_ms
 
 _decode = msgspec.json.decode
@@ -104,7 +104,7 @@ def delivery(row: DeliveryRow) -> dict[str, Any]:
     return out
 
 
-def user(store: Store, rules: Rules, uid: str, outbox: SqliteOutbox | None = None) -> dict[str, Any] | None:
+def user(store: Store, rules: Rules, uid: str, outbox: Outbox | None = None) -> dict[str, Any] | None:
     """Everything known of a user: traits, open windows and counts, recent events, fires and
     what became of each fire's deliveries (sent, held, dropped, dead, and why)."""
     data = store.user_state(uid)
