@@ -24,6 +24,7 @@ import structlog
 
 from tripwire.actions.policies import in_holdout
 from tripwire.engine import ACCEPTED, Engine, Fire
+from tripwire.engine.core import NEVER
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules
 from tripwire.store import FireRow, LogRow, NewDelivery, QuarantineRow, Store
@@ -264,8 +265,15 @@ class Pipeline:
         def run() -> None:
             live = self.recover()
             events: dict[str, list[Event]] = {}
+            # Only an event early enough for the shortest timer to come due in this step can
+            # start one that does: the others need no probe (a probe is a trial write).
+            spans = [t.within or 0 if t.shape == "absence" else t.inactive for t in self.rules.triggers]
+            spans = [span for span in spans if span > 0]
+            latest = watermark - 1 - min(spans) if spans else NEVER
             waiting = [e for e in live.pending_events() if e.ts <= watermark]
             for event in [*waiting, *(e for events in batches for e in events)]:
+                if event.ts > latest:
+                    continue
                 ids = [x for x in (event.user_id, event.anonymous_id) if x is not None]
                 for uid in {live.resolve(x) for x in ids}:
                     events.setdefault(uid, []).append(event)
