@@ -45,6 +45,11 @@ DEEP_IF = templated("{% if x %}" * 2000 + "y" + "{% endif %}" * 2000)
 DEEP_PARENTHESES = templated("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}")
 TOO_DEEP = "template error: the template is too deeply nested to compile"
 
+
+def push(provider: str) -> bytes:
+    return f"{GOOD}actions:\n  p: {{type: push, provider: {provider}, title: hi, body: there}}\n".encode()
+
+
 # an anchor 40 deep, used 40 deep: each is fine alone, together 81 levels
 DEEP_ALIAS = ("a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40).encode()
 
@@ -88,6 +93,9 @@ CASES = [
     Bad("python tag", b"triggers:\n  a: {when: !!python/object:os.system x}\n", 2, "is not supported"),
     Bad("binary tag", b"triggers:\n  a: {when: !!binary aGVsbG8=}\n", 2, "the tag !!binary is not supported"),
     Bad("bad int tag", b"triggers:\n  a: {when: x, count: !!int 12x}\n", 2, "not a whole number in 64 bits"),
+    Bad("push provider a list", push("[webpush]"), 5, "provider is webpush or fcm, not a list"),
+    Bad("push provider a mapping", push("{fcm: 1}"), 5, "provider is webpush or fcm, not a mapping"),
+    Bad("push provider a number", push("1"), 5, "provider is webpush or fcm, not a number"),
     Bad("template with 2000 nested ifs", DEEP_IF, 4, TOO_DEEP),
     Bad("template with 2000 nested parentheses", DEEP_PARENTHESES, 4, TOO_DEEP),
 ]
@@ -222,8 +230,7 @@ ACTIONS = st.fixed_dictionaries(
     {"type": st.sampled_from(["webhook", "email", "slack", "push", "in_app", "airflow", "n8n", "sms"])},
     optional=dict.fromkeys(("url", "body", "headers", "smtp", "from", "subject", "text", "title", "max_attempts",
                             "timeout", "rate_limit", "vapid_private_key"), VALUES)
-    # scalars only: a list or mapping as provider is still a TypeError of the delivery checks
-    | {"provider": SCALARS},
+    | {"provider": VALUES},
 )  # fmt: skip
 SETTINGS = st.dictionaries(
     st.sampled_from(["allowed_lateness", "dedup_window", "frequency_cap", "quiet_hours", "x"]), VALUES, max_size=3

@@ -93,6 +93,27 @@ actions:
 """
 
 
+# values pasted whole where the rules want text: a subscription's keys, a URL without its scheme
+PASTED_SECRETS = ["PushAuthSecret5678", "PushP256Key9012", "PushEndpoint3456", "HookPassword42", "PathToken7777"]
+PASTED_RULES = """\
+triggers:
+  big: {when: purchase, actions: [webpush, hook]}
+actions:
+  webpush:
+    type: push
+    provider: webpush
+    vapid_private_key: k
+    vapid_subject: mailto:ops@example.com
+    title: hi
+    body: there
+    subscription:
+      endpoint: https://push.example.com/send/PushEndpoint3456
+      keys: {auth: PushAuthSecret5678, p256dh: PushP256Key9012}
+    data: {links: [hookuser:HookPassword42@crm.example.com, "https://crm.example.com/in/PathToken7777"]}
+  hook: {type: webhook, url: "hookuser:HookPassword42@crm.example.com/in/PathToken7777"}
+"""
+
+
 def leaked(text: str) -> list[str]:
     return [secret for secret in SECRETS if secret in text]
 
@@ -125,6 +146,22 @@ def test_the_validators_messages_never_quote_a_secret(tmp_path: Path, env: dict[
     with pytest.raises(RulesError) as caught:
         parse_rules(BAD_RULES, "rules.yaml", {**env, "SLACK_SECRET": SLACK_SECRET})
     assert leaked(str(caught.value)) == [] and leaked(repr(caught.value.problems)) == []
+
+
+def test_a_value_pasted_whole_in_a_text_or_url_field_is_named_by_its_kind_not_shown(tmp_path: Path) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(PASTED_RULES, "rules.yaml")
+    messages = {p.field: p.message for p in caught.value.problems}
+    assert messages == {
+        "actions.webpush.subscription": "takes text (a Jinja2 template), not a mapping",
+        "actions.webpush.data.links": "takes text (a Jinja2 template), not a list",
+        "actions.hook.url": "is not an http(s) URL; write it as https://host/path (or http://)",
+    }
+    path = tmp_path / "rules.yaml"
+    path.write_text(PASTED_RULES)
+    result = CliRunner().invoke(main, ["check", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "actions.webpush.subscription" in result.output, result.output
+    assert [secret for secret in PASTED_SECRETS if secret in result.output] == [], result.output
 
 
 async def test_a_reload_error_never_quotes_a_secret(tmp_path: Path, env: dict[str, str]) -> None:

@@ -182,8 +182,12 @@ class DeliveryChecks:
                 return _BAD
             return value
         if kind == "url":
-            if not isinstance(value, str) or not re.match(r"https?://[^\s/]+", value):
-                b.problem(path, f"{value!r} is not an http(s) URL")
+            # the value is not shown: a URL may hold a token, in its path or query or before its host
+            if not isinstance(value, str):
+                b.problem(path, f"takes an http(s) URL as text, not {_kind_of(value)}")
+                return _BAD
+            if not re.match(r"https?://[^\s/]+", value):
+                b.problem(path, "is not an http(s) URL; write it as https://host/path (or http://)")
                 return _BAD
             return value
         if kind == "method":
@@ -211,8 +215,11 @@ class DeliveryChecks:
         if kind == "rate":
             return self.rate(value, path)
         if kind == "provider":
+            if not isinstance(value, str):
+                b.problem(path, f"provider is webpush or fcm, not {_kind_of(value)}")
+                return _BAD
             if value not in PUSH_REQUIRED:
-                b.problem(path, f"{value!r}: provider is webpush or fcm")
+                b.problem(path, f"{_shown(value)}: provider is webpush or fcm")
                 return _BAD
             return value
         if kind == "smtp":
@@ -231,7 +238,8 @@ class DeliveryChecks:
 
     def template(self, value: Any, path: Path, templates: dict[str, Any], name: str) -> Any:
         if not isinstance(value, str):
-            self.b.problem(path, f"takes text (a Jinja2 template), not {value!r}")
+            # not shown: a mapping here is often a value pasted whole, a push subscription's keys say
+            self.b.problem(path, f"takes text (a Jinja2 template), not {_kind_of(value)}")
             return _BAD
         try:
             templates[name] = compile_template(value, html=name == "html")
@@ -347,6 +355,25 @@ class DeliveryChecks:
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+def _kind_of(value: Any) -> str:
+    """What `value` is, for a message that must not show it."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else "text"
+
+
+def _shown(value: str) -> str:
+    """Short text for a message, cut so a hostile file cannot flood the output."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:30] + "…'"
 
 
 class _Bad:
