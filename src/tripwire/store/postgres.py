@@ -41,8 +41,8 @@ def _fire_row(row: tuple[Any, ...]) -> FireRow:
 class PostgresBatch:
     """The writes of one PostgreSQL transaction."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.cur = conn.cursor()
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
 
     def _many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
@@ -133,8 +133,8 @@ class PostgresStore:
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[PostgresBatch]:
-        with self.db.transaction(commit=commit) as conn:
-            yield PostgresBatch(conn)
+        with self.db.transaction(commit=commit) as conn, conn.cursor() as cur:
+            yield PostgresBatch(cur)
 
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.db.connection() as conn:

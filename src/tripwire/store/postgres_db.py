@@ -245,7 +245,9 @@ class PostgresDatabase:
         with self.transaction() as conn:
             # The lock is per schema and held to the commit, so a second opener waits and then finds them applied.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tripwire-migrations:{self.schema}",))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            # Created only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even then.
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
                 " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"

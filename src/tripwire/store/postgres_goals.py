@@ -57,15 +57,18 @@ class PostgresGoals:
         the body, so that escape (not one that is itself escaped) is read as U+FFFD, here and
         in the names: only names differing in NUL versus U+FFFD alone could be mistaken.
         """
-        where = "seq > %s AND decision = 'accepted'"
+        query = "SELECT seq, message_id, ts, body, user_id, anonymous_id FROM events"
+        where = " WHERE seq > %s AND decision = 'accepted'"
         params: tuple[Any, ...] = (seq,)
         if names is not None:
-            where += " AND (regexp_replace(convert_from(body, 'UTF8'), %s, %s, 'g')::json ->> 'event') = ANY(%s)"
+            # The regular expression runs only on the rare body with the escape in it.
+            query += ", LATERAL (SELECT convert_from(body, 'UTF8') AS text) AS b"
+            where += (
+                " AND ((CASE WHEN strpos(b.text, '\\u0000') = 0 THEN b.text"
+                " ELSE regexp_replace(b.text, %s, %s, 'g') END)::json ->> 'event') = ANY(%s)"
+            )
             params = (*params, _NUL_ESCAPE, _SUBSTITUTE, [name.replace("\x00", "\ufffd") for name in names])
-        rows = self._read(
-            f"SELECT seq, message_id, ts, body, user_id, anonymous_id FROM events WHERE {where} ORDER BY seq LIMIT %s",
-            (*params, limit),
-        )
+        rows = self._read(query + where + " ORDER BY seq LIMIT %s", (*params, limit))
         return [(s, mid, ts, bytes(body), uid, anon) for s, mid, ts, body, uid, anon in rows]
 
     def last_event(self) -> int:
