@@ -7,6 +7,10 @@ import io
 import json
 import logging
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from click.testing import CliRunner
 
 from http_harness import ADMIN, harness
 from serverproc import ServerProcess
+from test_dispatcher import START, Clock, rules_text, start
 from tripwire.cli import main
 from tripwire.errors import RulesError
 from tripwire.redact import redact_text, redact_url
@@ -244,6 +249,58 @@ def test_the_deliveries_command_redacts_urls_in_reasons(tmp_path: Path, env: dic
     result = CliRunner().invoke(main, ["deliveries", "--data", str(tmp_path), "--dead"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert "hooks.slack.com/services/T0…/***" in result.output and leaked(result.output) == []
+
+
+ECHOED = ["EchoedBearer4242", "EchoedQueryToken99", "EchoedApiKey31"]
+
+
+@contextmanager
+def echoing_receiver(statuses: list[int]) -> Iterator[str]:
+    """A real receiver on loopback whose error bodies quote what it was sent, as some do."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the stdlib names it so
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            status = statuses.pop(0) if statuses else 200
+            body = json.dumps({
+                "error": f"rejected Authorization: {self.headers.get('authorization')}",
+                "docs": "https://api.example.com/help?token=EchoedQueryToken99",
+                "api_key": "EchoedApiKey31",
+            }).encode()  # fmt: skip
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_delivery_errors_are_stored_with_the_receivers_secrets_redacted(tmp_path: Path) -> None:
+    clock = Clock(START)
+    headers = "    headers: {Authorization: 'Bearer EchoedBearer4242'}\n"
+    with echoing_receiver([503, 401]) as url:
+        async with start(tmp_path, rules_text(url, action_extra=headers), clock) as h:
+            await h.buy("u1")
+            await h.until(lambda: h.attempts_recorded() == 1)
+            [(status, retry_reason)] = h.statuses()
+            clock.now += 3600
+            await h.until(lambda: h.statuses()[0][0] == "dead")
+            [(_, dead_reason)] = h.statuses()
+            attempts = h.outbox.attempts(h.outbox.find()[0].id)
+    assert status == "pending" and [(a.outcome, a.http_status) for a in attempts] == [("retry", 503), ("failed", 401)]
+    stored = [retry_reason or "", dead_reason or "", *(a.error or "" for a in attempts)]
+    for text in stored:
+        assert "rejected Authorization: Bearer ***" in text and "help?token=***" in text, text
+        assert [secret for secret in ECHOED if secret in text] == [], text
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ which receivers use to drop the repeat.
 
 Whatever goes wrong with one delivery (its templates on this user's data, its channel,
 reading its fire) is an attempt of that delivery, recorded and counted against the
-action's `max_attempts`; it never stops or spins the loop that serves the others.
+action's `max_attempts`; it never stops or spins the loop that serves the others. What an
+attempt's error says is stored with URLs and tokens redacted (`tripwire.redact`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tripwire.actions.policies import backoff_ms, quiet_until, user_zone
 from tripwire.actions.transport import Resolver, delivery_client, system_resolver
 from tripwire.durations import format_duration
 from tripwire.engine.snapshot import describe_user
+from tripwire.redact import redact_text
 from tripwire.rules import ActionConfig, Rules
 from tripwire.rules.templates import TemplateError
 from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, Store
@@ -234,16 +236,19 @@ class Dispatcher:
         self, row: DeliveryRow, action_id: str, max_attempts: int, outcome: Outcome, started: int, latency: float
     ) -> None:
         attempt_no = row.attempts + 1
+        # What went wrong often quotes the other side (a receiver echoing the Authorization header,
+        # a URL with its token in an httpx error): it is stored, and shown by the admin API and the CLI.
+        error = None if outcome.error is None else redact_text(outcome.error)
         if outcome.ok:
             status, next_at, reason, kind = DELIVERED, row.next_at, None, "ok"
         elif outcome.permanent or attempt_no >= max_attempts:
             why = "permanent failure" if outcome.permanent else f"gave up after {attempt_no} attempts"
-            status, next_at, reason, kind = DEAD, row.next_at, f"{why}: {outcome.error}", "failed"
+            status, next_at, reason, kind = DEAD, row.next_at, f"{why}: {error}", "failed"
         else:
             delay = backoff_ms(attempt_no, self.rng.random(), outcome.retry_after)
             next_at = self.now_ms() + delay
-            status, reason, kind = PENDING, f"retry {attempt_no + 1} at {format_ms(next_at)}: {outcome.error}", "retry"
-        attempt = Attempt(attempt_no, started, kind, outcome.status, latency, outcome.error)
+            status, reason, kind = PENDING, f"retry {attempt_no + 1} at {format_ms(next_at)}: {error}", "retry"
+        attempt = Attempt(attempt_no, started, kind, outcome.status, latency, error)
         await asyncio.to_thread(self.outbox.finish, row, attempt, status=status, next_at=next_at, reason=reason)
         if status == DEAD:
             log.warning("delivery dead", delivery=row.id, action=action_id, reason=reason)
