@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,23 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
-from http_harness import ADMIN, ADMIN_TOKEN, T0, T0_MS, WRITE_KEY, Harness, basic, harness, track, wait_until
+from http_harness import (
+    ADMIN,
+    ADMIN_TOKEN,
+    T0,
+    T0_MS,
+    WRITE_KEY,
+    Clock,
+    Harness,
+    basic,
+    harness,
+    live_server,
+    make_app,
+    make_service,
+    track,
+    wait_until,
+)
+from tripwire.server.metrics import Metrics
 from tripwire.timestamps import format_ms
 
 
@@ -312,3 +329,75 @@ async def test_an_unknown_route_is_a_json_404_pointing_at_the_document(h: Harnes
     async with h.client() as client:
         wrong_method = await client.get("/v1/track")
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
+
+
+# -- JSON bodies of the retry endpoints --------------------------------------------------
+
+RETRY_PATHS = ["/api/deliveries/retry", "/api/quarantine/retry"]
+
+
+def nested(levels: int) -> bytes:
+    """A JSON object `levels` deep (itself the first), its innermost a list."""
+    return b'{"ids": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+
+def test_retry_bodies_too_deep_or_too_large_are_400_and_413_over_real_http(tmp_path: Path) -> None:
+    """They were read by a recursive decoder: a body nested 32,000 deep was a 500."""
+    service, _ = make_service(tmp_path, Clock())
+    app = make_app(service, Metrics(), io.StringIO())
+    with live_server(service, app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=10) as client:
+        for path in RETRY_PATHS:
+            deep = client.post(path, content=b"[" * 32_000 + b"]" * 32_000)
+            assert deep.status_code == 400, (path, deep.text)
+            assert deep.json()["code"] == "bad_json" and "nested deeper than 64 levels" in deep.json()["message"]
+            huge = client.post(path, content=b"[" * 100_000 + b"]" * 100_000)
+            assert huge.status_code == 413 and "larger than 64 KB" in huge.json()["message"], (path, huge.text)
+            assert client.post(path, json={"all": True}).status_code == 200
+
+
+@pytest.mark.parametrize("path", RETRY_PATHS)
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{", 400, "the body is not JSON"),
+        (nested(65), 400, "the body is nested deeper than 64 levels"),
+        (nested(64), 400, "send {"),  # as deep as may be: read, then refused for its shape
+        (b'{"all": true}' + b" " * (64 * 1024 - 13), 200, ""),  # exactly the limit
+        (b'{"all": true}' + b" " * (64 * 1024 - 12), 413, "the body is larger than 64 KB (65536 bytes)"),
+    ],
+    ids=["not JSON", "65 deep", "64 deep", "64 KB", "a byte more"],
+)
+async def test_a_retry_body_is_held_to_the_size_and_depth_limits(
+    h: Harness, path: str, body: bytes, status: int, says: str
+) -> None:
+    async with h.client() as client:
+        reply = await client.post(path, content=body, headers=ADMIN)
+        assert reply.status_code == status, reply.text
+        assert says in reply.text
+        if status == 400:
+            assert reply.json()["code"] == ("bad_body" if body == nested(64) else "bad_json")
+
+        async def chunks() -> Any:  # no Content-Length: the limit holds as the body streams in
+            for _ in range(65):
+                yield b" " * 1024
+
+        streamed = await client.post(path, content=chunks(), headers=ADMIN)
+    assert streamed.status_code == 413, streamed.text
+
+
+@pytest.mark.parametrize(
+    ("ids", "status"),
+    [([2**63], 400), ([2**64 + 1], 400), ([0], 400), ([-1], 400), ([1] * 1001, 400), ([1] * 1000, 200)],
+    ids=["2^63", "past 64 bits", "zero", "negative", "1001 ids", "1000 ids"],
+)
+async def test_delivery_ids_to_retry_are_held_to_64_bits_and_a_thousand(
+    h: Harness, ids: list[int], status: int
+) -> None:
+    """An id past 64 bits could not be bound in SQL: it was a 500."""
+    async with h.client() as client:
+        reply = await client.post("/api/deliveries/retry", json={"ids": ids}, headers=ADMIN)
+    assert reply.status_code == status, reply.text
+    if status == 400:
+        assert reply.json()["code"] == "bad_body" and "up to 1000 delivery ids" in reply.json()["message"]
+    else:
+        assert reply.json() == {"retried": 0}

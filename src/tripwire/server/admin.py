@@ -12,11 +12,13 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tripwire.limits import MAX_DEPTH
 from tripwire.server.auth import HOW_TO_PASS_ADMIN_TOKEN, Secret, bearer_token
 from tripwire.server.metrics import Metrics
 from tripwire.server.ports import ServiceAPI
@@ -25,6 +27,8 @@ from tripwire.timestamps import parse_ms
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
+MAX_BODY_BYTES: Final = 64 * 1024  # an admin body is a few ids; this is room for a thousand and more
+_decode = msgspec.json.decode
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -67,11 +71,38 @@ def parse_since(value: str | None) -> int | None:
 
 
 async def json_body(request: Request, example: str) -> Any:
-    """The request body as JSON, or 400 saying what to send (`example`)."""
+    """The request body as JSON: 413 past MAX_BODY_BYTES, 400 saying what to send (`example`)
+    when it is not JSON or is nested deeper than MAX_DEPTH levels (a recursive decoder's stack)."""
+    size = f"{MAX_BODY_BYTES // 1024} KB ({MAX_BODY_BYTES} bytes)"
+    too_large = Rejection(413, "too_large", f"the body is larger than {size}; send {example}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    too_deep = Rejection(400, "bad_json", f"the body is nested deeper than {MAX_DEPTH} levels; send {example}")
     try:
-        return await request.json()
-    except ValueError:
-        raise Rejection(400, "bad_json", f"the body is not JSON; send {example}") from None
+        value = _decode(body)
+    except RecursionError:  # msgspec stops at the interpreter's recursion limit
+        raise too_deep from None
+    except msgspec.DecodeError as exc:
+        raise Rejection(400, "bad_json", f"the body is not JSON ({exc}); send {example}") from None
+    if _deeper_than(value, MAX_DEPTH):
+        raise too_deep
+    return value
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` holds objects or lists more than `levels` deep (itself the first), level by level."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(levels):  # after the n-th round, `level` holds the containers n + 1 deep
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, dict | list)]
+        if not level:
+            return False
+    return bool(level)
 
 
 class Admin:

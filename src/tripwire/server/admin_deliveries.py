@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from tripwire.actions.goals import lift
 from tripwire.server import views
-from tripwire.server.admin import Admin, _bad_parameter, json_body, parse_limit, query
+from tripwire.server.admin import MAX_LIMIT, Admin, _bad_parameter, json_body, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
 from tripwire.store import SqliteOutbox
 from tripwire.store.goals import SqliteGoals
@@ -73,9 +73,16 @@ class DeliveriesAdmin:
         body = await json_body(request, '{"ids": [1, 2]} or {"all": true}')
         ids = body.get("ids") if isinstance(body, dict) else None
         everything = isinstance(body, dict) and body.get("all") is True
-        valid_ids = isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        # an id past 64 bits cannot be bound in SQL, and SQLite binds at most 32,766 values at once
+        valid_ids = (
+            isinstance(ids, list)
+            and 0 < len(ids) <= MAX_LIMIT
+            and all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**63 for i in ids)
+        )
         if not everything and not valid_ids:
-            raise Rejection(400, "bad_body", 'send {"ids": [1, 2]} with delivery ids, or {"all": true}')
+            raise Rejection(
+                400, "bad_body", f'send {{"ids": [1, 2]}} with up to {MAX_LIMIT} delivery ids, or {{"all": true}}'
+            )
         now = self.admin.service.now_ms()
         count = await run_in_threadpool(self.outbox.retry_dead, now, None if everything else ids)
         return JSONReply({"retried": count})
