@@ -19,7 +19,7 @@ import pytest
 from http_harness import ADMIN, Harness, harness, make_app
 from service_kit import Clock, replayed, server_fires, track, wait_for
 from tripwire.errors import AlreadyRetriedError, NotRetryableError, StoreUnavailableError
-from tripwire.events import Event
+from tripwire.events import Event, parse_event
 from tripwire.pipeline import Pipeline
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
@@ -273,7 +273,7 @@ async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_fo
     real = SqliteBatch.add_fires
 
     def broken(self: SqliteBatch, fires: list[Any]) -> None:
-        if any(f.user_id == "p" and f.trigger == "abandon" for f in fires):
+        if any(f.user_id in ("p", "q") and f.trigger == "abandon" for f in fires):
             raise RuntimeError("a bug in writing p's reminder")
         real(self, fires)
 
@@ -281,17 +281,34 @@ async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_fo
     clock = Clock(T0 / 1000)
     service = Service(rules, tmp_path / "data", clock=clock)
     await service.start()
-    await service.submit([track("add", "p", "a1", T0), track("add", "u1", "a2", T0), track("add", "u2", "a3", T0)])
+    anonymous_add = {
+        "type": "track",
+        "event": "add",
+        "anonymousId": "anon",
+        "messageId": "a5",
+        "timestamp": format_ms(T0),
+    }
+    carts = [track("add", "p", "a1", T0), track("add", "u1", "a2", T0), track("add", "u2", "a3", T0)]
+    await service.submit([*carts, parse_event(anonymous_add)])
     if applied == "in an earlier round":
         clock.now += 1.5  # the carts are applied (watermark T0 + 0.5s), their windows still open
         await wait_for(lambda: service.engine.pending_count() == 0)
         await asyncio.sleep(0.1)
-        assert service.engine.timer_count() == 3  # open, not due yet
+        assert service.engine.timer_count() == 4  # open, not due yet
     clock.now += 5  # the carts' windows ended at T0 + 2s
+    # In the round they come due: p's innocent buy after the deadline (not at fault: it is
+    # accepted and fires), and q's identify of anon before the deadline, which moves anon's
+    # window under q: its timer is set aside under q as well.
+    q_identify = {"type": "identify", "userId": "q", "anonymousId": "anon", "messageId": "i1",
+                  "timestamp": format_ms(T0 + 1_000)}  # fmt: skip
+    assert await service.submit([track("buy", "p", "b1", T0 + 3_000), parse_event(q_identify)]) == ["accepted"] * 2
     await wait_for(lambda: len([f for f in service.fires() if f["trigger"] == "abandon"]) == 2)
     assert service.ready()
     assert sorted(f["user_id"] for f in service.fires() if f["trigger"] == "abandon") == ["u1", "u2"]
-    [kept] = service.quarantined()
+    assert ("big", "p") in {(f["trigger"], f["user_id"]) for f in service.fires()}
+    assert service.status()["quarantined"] == 2
+    kept, merged = sorted(service.quarantined(), key=lambda q: q["user_id"])
+    assert merged["kind"] == "timers" and merged["user_id"] == "q" and merged["timers"][0]["events"] == ["a5"]
     assert kept["kind"] == "timers" and kept["user_id"] == "p"
     assert "a bug in writing p's reminder" in kept["reason"]
     assert [(t["trigger"], t["events"]) for t in kept["timers"]] == [("abandon", ["a1"])]
@@ -301,7 +318,7 @@ async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_fo
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tripwire.test") as client:
         listed = (await client.get("/api/quarantine", headers=ADMIN)).json()["events"]
         refused = await client.post("/api/quarantine/retry", json={"id": kept["id"]}, headers=ADMIN)
-    assert [entry["kind"] for entry in listed] == ["timers"]
+    assert [entry["kind"] for entry in listed] == ["timers", "timers"]
     assert refused.status_code == 409 and refused.json()["code"] == "not_retryable"
     assert await service.retry_quarantined(None) == []  # "all" means the events, not the timers
 
@@ -311,7 +328,7 @@ async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_fo
     await wait_for(lambda: any(f["user_id"] == "p" and f["trigger"] == "abandon" for f in service.fires()))
     await service.stop()
     assert [row.decision for row in SqliteStore(tmp_path / "data").iter_log() if row.user_id == "p"] == [
-        "accepted", "timers_quarantined", "accepted",
+        "accepted", "accepted", "timers_quarantined", "accepted",
     ]  # fmt: skip
     server = server_fires(tmp_path / "data")
     assert replayed(rules, tmp_path / "data") == server

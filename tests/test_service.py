@@ -177,3 +177,6 @@ def test_a_reload_rewrites_only_the_users_holding_state_of_a_changed_trigger() -
     )
     assert new.take_changes()[0] == {"u2"}
     assert sorted(new.users) == ["u1", "u2"]
+    replaying = Engine(old.rules, dedup_window=None, track_dirty=False).with_rules(new.rules)
+    replaying.ingest([track("view", "u3", "m3", 3_000)])
+    assert replaying.dedup_window is None and replaying.take_changes()[0] == set()  # still a replay's engine

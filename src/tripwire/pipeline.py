@@ -101,8 +101,9 @@ class Pipeline:
 
     def reload(self, engine: Engine, rules: Rules) -> Engine:
         """`engine` under new rules; the next step saves what the change touched."""
+        moved = engine.with_rules(rules)
         self.rules = rules
-        return engine.with_rules(rules)
+        return moved
 
     # -- one step ----------------------------------------------------------------------
 
@@ -274,16 +275,11 @@ class Pipeline:
             for event in [*waiting, *(e for events in batches for e in events)]:
                 if event.ts > latest:
                     continue
-                ids = [x for x in (event.user_id, event.anonymous_id) if x is not None]
-                for uid in {live.resolve(x) for x in ids}:
+                for uid in {live.resolve(x) for x in _ids(event)}:
                     events.setdefault(uid, []).append(event)
             for uid in dict.fromkeys([*live.users_due(watermark - 1), *events]):
-                scratch = Engine(self.rules, dedup_window=None, follow_events=False)
                 try:
-                    scratch.load_meta(live.dump_meta())
-                    data = live.dump_user(uid)
-                    if data is not None:
-                        scratch.load_user(uid, data)
+                    scratch = self._scratch(live, events.get(uid, ()), [uid])
                     for event in events.get(uid, ()):
                         scratch.force_accept(event)
                     fires = scratch.advance(watermark)
@@ -294,28 +290,44 @@ class Pipeline:
         return run
 
     def _probe(self, live: Engine, event: Event, now: int) -> str | None:
-        """Apply one event alone, on a scratch engine holding only its users' state; why it fails, if it does."""
+        """Apply one event alone, on a scratch engine holding only its users' state; why it
+        fails, if it does and the same users do not fail without it (a timer of theirs
+        coming due by then is not the event's fault: the timers probe finds it)."""
+        until = max(live.watermark, event.ts)
+        try:
+            scratch = self._scratch(live, [event])
+            body = _encode(event.raw)
+            scratch.force_accept(event)
+            fires = scratch.advance(until)
+            row = LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, ACCEPTED, body)
+            self._write(scratch, [row], fires, [], [], now, commit=False)
+        except Exception as exc:
+            reason = _reason(exc)
+        else:
+            return None
+        try:
+            without = self._scratch(live, [event])
+            self._write(without, [], without.advance(until), [], [], now, commit=False)
+        except Exception:
+            return None
+        return reason
+
+    def _scratch(self, live: Engine, events: Sequence[Event], users: Sequence[str] = ()) -> Engine:
+        """An engine holding only what `events` touch of `live` (their users, the links they
+        follow) and `users`, with the live watermark and timer order so ties resolve alike."""
         scratch = Engine(self.rules, dedup_window=None, follow_events=False)
-        ids = [x for x in (event.user_id, event.anonymous_id, event.raw.get("previousId")) if isinstance(x, str)]
-        for start in ids:  # only the links this event follows, not every link of the live engine
+        ids = [x for e in events for x in _ids(e)]
+        for start in ids:  # only the links these events follow, not every link of the live engine
             here = start
             while here in live.links:
                 scratch.links[here] = live.links[here]
                 here = live.links[here]
-        try:
-            for uid in {live.resolve(x) for x in ids}:
-                data = live.dump_user(uid)
-                if data is not None:
-                    scratch.load_user(uid, data)
-            scratch.load_meta(live.dump_meta())  # the live watermark and timer order, so ties resolve alike
-            body = _encode(event.raw)
-            scratch.force_accept(event)
-            fires = scratch.advance(max(scratch.watermark, event.ts))
-            row = LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, ACCEPTED, body)
-            self._write(scratch, [row], fires, [], [], now, commit=False)
-        except Exception as exc:
-            return _reason(exc)
-        return None
+        for uid in dict.fromkeys([*(live.resolve(x) for x in ids), *users]):
+            data = live.dump_user(uid)
+            if data is not None:
+                scratch.load_user(uid, data)
+        scratch.load_meta(live.dump_meta())
+        return scratch
 
     def _bisect(
         self,
@@ -369,6 +381,12 @@ def outbox_rows(rules: Rules, fires: list[Fire], now: int) -> tuple[list[FireRow
     return rows, deliveries
 
 
+def _ids(event: Event) -> list[str]:
+    """The ids an event names (previousId of an alias included)."""
+    previous = event.raw.get("previousId")
+    return [x for x in (event.user_id, event.anonymous_id, previous) if isinstance(x, str)]
+
+
 def _reason(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
@@ -388,11 +406,23 @@ def _timers_entries(engine: Engine, reasons: dict[str, str], until: int, now: in
     for uid, timer in engine.timers_set_aside:
         by_user.setdefault(uid, []).append(timer)
     engine.timers_set_aside = []
+    for uid in by_user.keys() - reasons.keys():  # set aside as another id, merged into this user since
+        reasons[uid] = next((r for x, r in reasons.items() if engine.resolve(x) == uid), "merged from a user set aside")
     return [
         QuarantineRow(0, f"timers:{uid}:{until}", uid, None, until, now, now, reasons[uid],
-                      _body({"timers": timers, "user_id": uid, "until": until}))
+                      _encode({"timers": _encodable(timers), "user_id": uid, "until": until}))
         for uid, timers in by_user.items()
     ]  # fmt: skip
+
+
+def _encodable(timers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timers as kept, or without their keys and events if those cannot be encoded
+    (the replay needs only the user and the bound, which always can)."""
+    try:
+        _encode(timers)
+    except Exception:
+        return [{"trigger": t["trigger"], "deadline": t["deadline"]} for t in timers]
+    return timers
 
 
 def quarantine_kind(row: QuarantineRow) -> str:

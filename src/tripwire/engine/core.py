@@ -485,7 +485,12 @@ class Engine:
         """This engine's state under other rules (a reload): users, links, timers, dedup
         memory and waiting events carry over; a trigger kept unchanged keeps its state. The
         users whose saved state the change touches are marked changed, so they are saved."""
-        new = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=self.follow_events)
+        new = Engine(
+            rules,
+            dedup_window=None if self.dedup_window is None else rules.settings.dedup_window,
+            track_dirty=not isinstance(self.dirty, _Forget),
+            follow_events=self.follow_events,
+        )
         new.load_meta(self.dump_meta())
         new.links = self.links
         for uid in self.users:

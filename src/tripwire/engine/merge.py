@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 def merge_users(engine: Engine, source: UserState, target: UserState, at: int, fires: list[Fire]) -> None:
     """Fold `source` into `target` at time `at`, as if both histories were one user's."""
+    aside = engine._set_aside.get(source.uid) if engine._set_aside else None
+    if aside is not None:  # the timers set aside move with the user (fault isolation)
+        engine._set_aside[target.uid] = max(aside, engine._set_aside.get(target.uid, aside))
     if source.traits:
         merged = dict(source.traits)
         merged.update(target.traits or {})

@@ -207,7 +207,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "seq": {"type": "integer"},
             "message_id": {"type": "string"},
-            "decision": {"enum": ["accepted", "late", "duplicate"]},
+            "decision": {"enum": ["accepted", "late", "duplicate", "quarantined", "timers_quarantined"]},
             "received_at": _ISO,
             "event": _ref("Event"),
         },
@@ -273,9 +273,13 @@ def _delivery_paths() -> dict[str, Any]:
 def _quarantine_paths() -> dict[str, Any]:
     entry = {
         "type": "object",
-        "description": "An event that could not be applied or saved, kept with why.",
+        "description": (
+            "An event that could not be applied or saved, kept with why (kind event, with the event), or a"
+            " user's timers set aside because their fire could not be written (kind timers, with the timers)."
+        ),
         "properties": {
             "id": {"type": "integer"},
+            "kind": {"enum": ["event", "timers"]},
             "message_id": {"type": "string"},
             "user_id": {"type": ["string", "null"]},
             "anonymous_id": {"type": ["string", "null"]},
@@ -285,6 +289,18 @@ def _quarantine_paths() -> dict[str, Any]:
             "retried_at": {"type": ["string", "null"]},
             "retry_decision": {"type": ["string", "null"]},
             "event": _OBJECT,
+            "timers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "trigger": {"type": "string"},
+                        "key": {},
+                        "deadline": {"type": "integer", "description": "epoch milliseconds"},
+                        "events": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
         },
     }
     listing = {
@@ -322,6 +338,7 @@ def _quarantine_paths() -> dict[str, Any]:
                     "200": _json(retried, "each retried event with its new decision"),
                     "400": _error("the body names no quarantined event"),
                     "404": _error("no such quarantined event"),
+                    "409": _error("already_retried: sent through once already; not_retryable: a timers entry"),
                     **_ADMIN_ERRORS,
                 },
             }
