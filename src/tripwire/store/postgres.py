@@ -49,12 +49,15 @@ class PostgresBatch:
             self.cur.executemany(query, rows)
 
     def append_events(self, rows: list[LogRow]) -> None:
-        self._many(
-            "INSERT INTO events (message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body, r.watermark)
-             for r in rows],
-        )  # fmt: skip
+        # COPY: twice the rows a second of a multi-row INSERT, and the log is the largest write of a batch.
+        if not rows:
+            return
+        with self.cur.copy(
+            "COPY events (message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark) FROM STDIN"
+        ) as copy:
+            for r in rows:
+                copy.write_row((r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body,
+                                r.watermark))  # fmt: skip
 
     def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
         self._many(
@@ -76,19 +79,25 @@ class PostgresBatch:
         )
 
     def save_users(self, states: dict[str, bytes | None]) -> None:
-        self._many(
-            "INSERT INTO users (uid, state) VALUES (%s, %s) ON CONFLICT (uid) DO UPDATE SET state = excluded.state",
-            [(uid, state) for uid, state in states.items() if state is not None],
-        )
+        # One statement over arrays (keys are unique, as ON CONFLICT DO UPDATE needs): twice a row-by-row upsert.
+        kept = {uid: state for uid, state in states.items() if state is not None}
+        if kept:
+            self.cur.execute(
+                "INSERT INTO users (uid, state) SELECT * FROM unnest(%s::text[], %s::bytea[])"
+                " ON CONFLICT (uid) DO UPDATE SET state = excluded.state",
+                (list(kept), list(kept.values())),
+            )
         gone = [uid for uid, state in states.items() if state is None]
         if gone:
             self.cur.execute("DELETE FROM users WHERE uid = ANY(%s)", (gone,))
 
     def save_links(self, links: dict[str, str]) -> None:
-        self._many(
-            "INSERT INTO links (id, target) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET target = excluded.target",
-            list(links.items()),
-        )
+        if links:
+            self.cur.execute(
+                "INSERT INTO links (id, target) SELECT * FROM unnest(%s::text[], %s::text[])"
+                " ON CONFLICT (id) DO UPDATE SET target = excluded.target",
+                (list(links), list(links.values())),
+            )
 
     def save_meta(self, meta: bytes) -> None:
         self.cur.execute(
