@@ -38,15 +38,26 @@ async def guarded_http() -> AsyncIterator[httpx.AsyncClient]:
 # -- services: the store adapters' locations ---------------------------------------------
 
 
-def postgres_dsn() -> str:
-    """The PostgreSQL to test against (`TRIPWIRE_POSTGRES`); without it a test skips, but fails in CI."""
-    dsn = os.environ.get("TRIPWIRE_POSTGRES", "")
-    if not dsn:
-        why = 'TRIPWIRE_POSTGRES is not set: run eval "$(scripts/services start)" (scripts/test does it)'
+def service_address(variable: str) -> str:
+    """The address of a test service from `variable`; without it the test skips, but fails in CI."""
+    value = os.environ.get(variable, "")
+    if not value:
+        why = f'{variable} is not set: run eval "$(scripts/services start)" (scripts/test does it)'
         if os.environ.get("CI") == "true":
-            pytest.fail(why + "; in CI every PostgreSQL test must run", pytrace=False)
+            pytest.fail(why + "; in CI every test of the services must run", pytrace=False)
         pytest.skip(why)
-    return dsn
+    return value
+
+
+def postgres_dsn() -> str:
+    """The PostgreSQL to test against (`TRIPWIRE_POSTGRES`)."""
+    return service_address("TRIPWIRE_POSTGRES")
+
+
+@pytest.fixture
+def kafka_bootstrap() -> str:
+    """The Kafka broker to test against (`TRIPWIRE_KAFKA`, host:port)."""
+    return service_address("TRIPWIRE_KAFKA")
 
 
 class StoreLocation:
