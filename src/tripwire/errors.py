@@ -86,3 +86,10 @@ class NotRetryableError(TripwireError):
     def __init__(self, entry: int, why: str) -> None:
         self.entry = entry
         super().__init__(f"quarantine entry {entry} cannot be retried: {why}")
+
+
+class FencedError(TripwireError):
+    """A partition was claimed by another worker since this one took it: this one must write nothing more."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is owned by another worker now; this one stops writing it")

@@ -25,9 +25,10 @@ import structlog
 from tripwire.actions.policies import in_holdout
 from tripwire.engine import ACCEPTED, Engine, Fire
 from tripwire.engine.core import NEVER
+from tripwire.errors import FencedError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules
-from tripwire.store import FireRow, LogRow, NewDelivery, QuarantineRow, Store
+from tripwire.store import Batch, FireRow, LogRow, NewDelivery, QuarantineRow, Store
 
 log = structlog.get_logger("tripwire.pipeline")
 _encode = msgspec.json.encode
@@ -117,13 +118,16 @@ class Pipeline:
         exclude: dict[Suspect, str] | None = None,
         commit: bool = True,
         retried: Sequence[int] = (),
+        also: Callable[[Batch], None] | None = None,
     ) -> StepResult:
         """Decide `batches` in arrival order, advance to `watermark`, write it all at once.
 
         Suspects in `exclude` (with their reasons) are quarantined instead of applied. With
         `commit` off the transaction is rolled back: a trial, which leaves `engine` spent.
         `retried` holds the quarantine entries the events of the first batch come from; each
-        entry records its new decision in the same transaction.
+        entry records its new decision in the same transaction. `also` writes what the
+        driver keeps with the step (a worker: its position in the topic, after checking it
+        still owns the partition), in the same transaction; with it a step always writes.
         """
         exclude = exclude or {}
         waiting = {s[1]: reason for s, reason in exclude.items() if s[0] == "waiting"}
@@ -162,7 +166,7 @@ class Pipeline:
                      for e in entries]  # fmt: skip
         marks = list(zip(retried, decisions[0], strict=True)) if retried else []
         logged = [event.message_id for event in withdrawn]
-        wrote = self._write(engine, rows, fires, quarantine, logged, now, commit, marks)
+        wrote = self._write(engine, rows, fires, quarantine, logged, now, commit, marks, also)
         return StepResult(decisions, fires, quarantine, wrote)
 
     def check_writable(self, engine: Engine) -> None:
@@ -180,11 +184,15 @@ class Pipeline:
         now: int,
         commit: bool,
         marks: Sequence[tuple[int, str]] = (),
+        also: Callable[[Batch], None] | None = None,
     ) -> bool:
-        if not (rows or fires or quarantine or engine.dirty or engine.dirty_links or marks) and commit:
+        changed = rows or fires or quarantine or engine.dirty or engine.dirty_links or marks or also
+        if not changed and commit:
             return False
         dirty, links = engine.take_changes()
         with self.store.write(commit=commit) as batch:
+            if also is not None:
+                also(batch)
             batch.append_events(rows)
             batch.save_users({uid: engine.dump_user(uid) for uid in dirty})
             if links:
@@ -210,6 +218,7 @@ class Pipeline:
         watermark: int,
         error: BaseException,
         retried: Sequence[int] = (),
+        also: Callable[[Batch], None] | None = None,
     ) -> tuple[Engine, StepResult]:
         """After `step` failed with `error`: quarantine the events at fault, commit the rest
         (with `retried` as `step` takes it).
@@ -241,7 +250,11 @@ class Pipeline:
         while True:
             engine = self.recover()
             try:
-                result = self.step(engine, batches, now=now, watermark=watermark, exclude=bad, retried=retried)
+                result = self.step(
+                    engine, batches, now=now, watermark=watermark, exclude=bad, retried=retried, also=also
+                )
+            except FencedError:
+                raise  # not the events' fault: the driver lost the partition
             except Exception as exc:
                 found = len(bad)
                 while probes and len(bad) == found:
