@@ -56,9 +56,11 @@ class StepResult:
 class Pipeline:
     """Recover, step, write and isolate over one store, for the rules in force."""
 
-    def __init__(self, store: Store, rules: Rules) -> None:
+    def __init__(self, store: Store, rules: Rules, *, follow_events: bool = False) -> None:
         self.store = store
         self.rules = rules
+        # True while a worker catches up on history: the watermark follows event time alone.
+        self.follow_events = follow_events
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -70,7 +72,7 @@ class Pipeline:
         logged and skipped.
         """
         rules = self.rules
-        engine = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=False)
+        engine = Engine(rules, dedup_window=rules.settings.dedup_window, follow_events=self.follow_events)
         meta = self.store.load_meta()
         if meta is not None:
             engine.load_meta(meta)
@@ -127,7 +129,7 @@ class Pipeline:
         `retried` holds the quarantine entries the events of the first batch come from; each
         entry records its new decision in the same transaction. `also` writes what the
         driver keeps with the step (a worker: its position in the topic, after checking it
-        still owns the partition), in the same transaction; with it a step always writes.
+        still owns the partition), in the same transaction, whenever the step writes.
         """
         exclude = exclude or {}
         waiting = {s[1]: reason for s, reason in exclude.items() if s[0] == "waiting"}
@@ -186,7 +188,7 @@ class Pipeline:
         marks: Sequence[tuple[int, str]] = (),
         also: Callable[[Batch], None] | None = None,
     ) -> bool:
-        changed = rows or fires or quarantine or engine.dirty or engine.dirty_links or marks or also
+        changed = rows or fires or quarantine or engine.dirty or engine.dirty_links or marks
         if not changed and commit:
             return False
         dirty, links = engine.take_changes()
