@@ -255,7 +255,7 @@ def test_a_bad_time_setting_is_a_located_error(name: str, value: str) -> None:
 
 def test_receive_event_stamps_what_the_receiver_owns_and_refuses_a_far_future_time() -> None:
     """The arrival rules every receiver applies (HTTP now, a topic in the cluster)."""
-    from tripwire.events import MAX_FUTURE_MS, receive_event
+    from tripwire.arrival import MAX_FUTURE_MS, receive_event
 
     now = 1_772_323_200_000
     raw = {"type": "track", "event": "x", "userId": "u", "timestamp": format_ms(now), "writeKey": "k"}
@@ -268,7 +268,7 @@ def test_receive_event_stamps_what_the_receiver_owns_and_refuses_a_far_future_ti
 
 
 def test_a_batch_member_takes_the_batch_fields_under_its_own() -> None:
-    from tripwire.events import batch_member
+    from tripwire.arrival import batch_member
 
     item = {"event": "x", "context": {"ip": "own"}}
     merged = batch_member(item, "2026-03-01T00:00:00Z", {"ip": "batch", "locale": "fr"})

@@ -20,8 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tripwire import limits
+from tripwire.arrival import batch_member, receive_event
 from tripwire.errors import EventError
-from tripwire.events import Event, batch_member, receive_event
+from tripwire.events import Event
 from tripwire.server import rawjson
 from tripwire.server.auth import HOW_TO_PASS_WRITE_KEY, Secret, any_matches, basic_user
 from tripwire.server.metrics import Metrics
