@@ -318,3 +318,15 @@ async def test_delivery_errors_are_stored_with_the_receivers_secrets_redacted(tm
 def test_urls_keep_what_tells_them_apart_and_lose_their_credentials(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_text(f"failed ({url}).") == f"failed ({shown})."
+
+
+def test_an_error_answer_is_masked_before_it_is_cut_so_no_part_of_a_secret_shows() -> None:
+    import httpx
+
+    from tripwire.actions.base import RetryableError, raise_for_status
+
+    body = "x" * 170 + " Bearer sk_live_0123456789abcdefghijklmnopqrstuvwxyz"  # cut at 200 mid-token
+    response = httpx.Response(503, text=body, request=httpx.Request("POST", "https://hooks.example.com/in"))
+    with pytest.raises(RetryableError) as caught:
+        raise_for_status(response)
+    assert "sk_live" not in str(caught.value) and "sk_l" not in str(caught.value)

@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from tripwire.actions.transport import RefusedDestinationError
+from tripwire.redact import redact_text
 from tripwire.rules import ActionConfig
 from tripwire.rules.templates import TemplateError, render
 
@@ -176,7 +177,8 @@ def raise_for_status(response: httpx.Response) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    snippet = response.text[:200].replace("\n", " ")
+    # Masked before it is cut, so a secret at the cut cannot leave part of itself showing.
+    snippet = redact_text(response.text[:4_096])[:200].replace("\n", " ")
     message = f"HTTP {status} from {response.request.url.host}: {snippet}"
     if status in RETRYABLE_STATUS or status >= 500:
         raise RetryableError(message, retry_after_seconds(response.headers.get("retry-after")), status)

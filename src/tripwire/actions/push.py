@@ -32,6 +32,7 @@ from tripwire.actions.base import (
     retry_after_seconds,
 )
 from tripwire.actions.service_account import FCM_SCOPE, TOKENS, ServiceAccount, TokenCache
+from tripwire.redact import redact_text
 from tripwire.rules import ActionConfig
 from tripwire.rules.templates import compile_template, render
 
@@ -214,7 +215,7 @@ class PushChannel(Channel):
             code = next((d["errorCode"] for d in error.get("details", []) if "errorCode" in d), error.get("status", ""))
             text = f"FCM {status} {code}: {error.get('message', '')}"
         except (ValueError, KeyError, TypeError, AttributeError):
-            code, text = "", f"FCM {status}: {response.text[:200]}"
+            code, text = "", f"FCM {status}: {redact_text(response.text[:4_096])[:200]}"
         if code == "UNREGISTERED" or status == 404:
             return PermanentError(
                 f"{text}; the device token is no longer registered: remove it from the user's traits", status
