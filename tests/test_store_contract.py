@@ -240,3 +240,19 @@ def test_an_unreachable_postgres_is_an_error_naming_it_without_the_password(tmp_
         open_stores(f"postgresql://me:s3cret@127.0.0.1:{port}/db")
     assert f"postgres: cannot connect to me@127.0.0.1:{port}/db: " in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_events_by_id_are_the_accepted_rows_in_arrival_order(store: Store) -> None:
+    with store.write() as batch:
+        batch.append_events([row("b", 5), row("a", 1), row("a", 2, "duplicate"), row("c", 3, "late"), row("d", 4)])
+    assert [(r.message_id, r.ts) for r in store.events_by_id(["a", "b", "c", "x"])] == [("b", 5), ("a", 1)]
+    assert store.events_by_id([]) == []
+
+
+def test_fires_at_the_same_time_come_newest_emitted_first(store: Store) -> None:
+    with store.write() as batch:
+        batch.add_fires([fire("f1", 10), fire("f2", 10)])
+    with store.write() as batch:
+        batch.add_fires([fire("f0", 10), fire("f9", 5)])
+    assert [f.fire_id for f in store.fires()] == ["f0", "f2", "f1", "f9"]
+    assert store.fire("nope") is None and store.quarantine_entry(404) is None
