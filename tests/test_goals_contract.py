@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tripwire.actions.goals import sweep
+from tripwire.rules import load_rules
 from tripwire.store import FireRow, Goals, LogRow, Stores
 
 
@@ -94,3 +98,27 @@ def test_links_as_the_sweep_reads_them(stores: Stores, goals: Goals) -> None:
         batch.save_links({"a1": "u1", "a2": "u1", "a3": "u2"})
     assert goals.links() == {"a1": "u1", "a2": "u1", "a3": "u2"}
     assert sorted(goals.links_to("u1")) == ["a1", "a2"]
+
+
+def test_the_goal_sweep_finds_conversions_whichever_comes_first(stores: Stores, tmp_path: Path) -> None:
+    """The sweep (actions/goals.py) on each adapter: goal events before and after their fire,
+    an anonymous goal event of a linked user, a held-out fire, one outside the period."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("triggers:\n  buy: {when: buy, goal: {event: upgrade, within: 1h}}\n")
+    rules = load_rules(path)
+    hour = 3_600_000
+    with stores.store.write() as batch:
+        batch.add_fires([fire("f1", 1_000, trigger="buy"), fire("f2", 1_000, trigger="buy", user="u2", holdout=True),
+                         fire("f3", 1_000, trigger="buy", user="u3")])  # fmt: skip
+        batch.append_events([event("g1", 2_000, '"upgrade"'), event("g3", 1_000 + hour + 1, '"upgrade"', user="u3"),
+                             event("v1", 2_000, '"view"', user="u2")])  # fmt: skip
+    assert sweep(stores.goals, rules, 10) == 1  # f1 by g1; g3 came too late for f3
+    with stores.store.write() as batch:
+        batch.save_links({"anon-4": "u4"})
+        batch.add_fires([fire("f4", 5_000, trigger="buy", user="u4")])
+        batch.append_events([event("g2", 3_000, '"upgrade"', user="u2"), event("g4", 6_000, '"upgrade"', user=None,
+                             anon="anon-4")])  # fmt: skip
+    assert sweep(stores.goals, rules, 20) == 2  # f2 (held out) by g2, f4 by the anonymous g4
+    assert sweep(stores.goals, rules, 30) == 0
+    assert stores.goals.stats() == {"buy": {"fires": 3, "holdout": 1, "conversions": 2, "holdout_conversions": 1}}
+    assert stores.goals.open_fires_of("buy", "u3", 0, 10 * hour) == [("f3", False)]
