@@ -32,7 +32,7 @@ from tripwire.engine.snapshot import describe_user
 from tripwire.redact import redact_text
 from tripwire.rules import ActionConfig, Rules
 from tripwire.rules.templates import TemplateError
-from tripwire.store import Attempt, DeliveryRow, SqliteOutbox, Store
+from tripwire.store import Attempt, DeliveryRow, Outbox, Store
 from tripwire.store.outbox import DEAD, DELIVERED, DROPPED, PENDING
 from tripwire.timestamps import format_ms
 
@@ -71,7 +71,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         rules: Callable[[], Rules],
         make_channel: ChannelFactory,
         *,

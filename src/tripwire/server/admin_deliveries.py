@@ -13,8 +13,7 @@ from tripwire.actions.goals import lift
 from tripwire.server import views
 from tripwire.server.admin import MAX_LIMIT, Admin, _bad_parameter, json_body, parse_limit, query
 from tripwire.server.replies import JSONReply, Rejection
-from tripwire.store import SqliteOutbox
-from tripwire.store.goals import SqliteGoals
+from tripwire.store import Goals, Outbox
 from tripwire.timestamps import format_ms
 
 STATUSES = ("pending", "sending", "delivered", "dead", "dropped")
@@ -23,7 +22,7 @@ STATUSES = ("pending", "sending", "delivered", "dead", "dropped")
 class DeliveriesAdmin:
     """`/api/deliveries` and `/api/stats`, guarded by the admin token like the rest of `/api`."""
 
-    def __init__(self, admin: Admin, outbox: SqliteOutbox, goals: SqliteGoals) -> None:
+    def __init__(self, admin: Admin, outbox: Outbox, goals: Goals) -> None:
         self.admin = admin
         self.outbox = outbox
         self.goals = goals

@@ -26,8 +26,7 @@ from tripwire.server.metrics import CONTENT_TYPE, Metrics
 from tripwire.server.openapi import build_openapi
 from tripwire.server.ports import ServiceAPI
 from tripwire.server.replies import HANDLED, JSONReply, handle_error
-from tripwire.store import SqliteOutbox
-from tripwire.store.goals import SqliteGoals
+from tripwire.store import Goals, Outbox
 
 
 class IngestCORS:
@@ -69,7 +68,7 @@ def create_app(
     max_event: int = MAX_EVENT_BYTES,
     logger: FilteringBoundLogger | None = None,
     metrics: Metrics | None = None,
-    delivery: tuple[SqliteOutbox, SqliteGoals] | None = None,
+    delivery: tuple[Outbox, Goals] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app over `service`; give the same `metrics` to the service so it can count fires.

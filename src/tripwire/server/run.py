@@ -30,9 +30,7 @@ from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import PROCESSORS, RedactingFormatter
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
-from tripwire.store import Goals, SqliteOutbox
-from tripwire.store.goals import SqliteGoals
-from tripwire.store.inbox import SqliteInbox
+from tripwire.store import Goals, open_stores
 
 GOAL_SWEEP_SECONDS = 5.0
 
@@ -97,12 +95,13 @@ async def serve(
     drain the ingest queue, commit and exit."""
     limits = fit_to_fd_limit(limits or ConnectionLimits())
     credentials = load_credentials(data_dir)
-    service = Service(rules, data_dir)
+    stores = open_stores(data_dir)  # a postgresql:// DSN opens the PostgreSQL adapters instead
+    service = Service(rules, data_dir, store=stores.store, outbox=stores.outbox)
     await service.start()  # opens the store and applies migrations first
     metrics = Metrics()
     service.listeners.append(metrics.on_fires)
-    outbox, goals = SqliteOutbox(data_dir), SqliteGoals(data_dir)
-    inbox = Inbox(SqliteInbox(data_dir))
+    outbox, goals = stores.outbox, stores.goals
+    inbox = Inbox(stores.inbox)
     dispatcher = Dispatcher(service.store, outbox, lambda: service.rules, functools.partial(make_channel, inbox=inbox))
     dispatcher.listeners.append(metrics.on_delivery)
     loop = asyncio.get_running_loop()
@@ -148,6 +147,7 @@ async def serve(
         dispatcher.stop()
         await asyncio.gather(sending, housekeeping, return_exceptions=True)
         await service.stop()
+        stores.close()
 
 
 async def _housekeeping(service: Service, goals: Goals, inbox: Inbox) -> None:

@@ -27,7 +27,7 @@ from tripwire.events import Event, parse_event
 from tripwire.pipeline import Pipeline, quarantine_kind
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
-from tripwire.store import QuarantineRow, SqliteOutbox, SqliteStore, Store
+from tripwire.store import Outbox, QuarantineRow, SqliteOutbox, SqliteStore, Store
 
 log = structlog.get_logger("tripwire.service")
 _encode = msgspec.json.encode
@@ -74,6 +74,7 @@ class Service:
         max_queued_events: int = 200_000,
         max_batch_events: int = 20_000,
         store: Store | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.rules_path = Path(rules_path)
         self.data_dir = Path(data_dir)
@@ -82,7 +83,7 @@ class Service:
         self.max_queued_events = max_queued_events
         self.max_batch_events = max_batch_events
         self.store: Store = store if store is not None else SqliteStore(self.data_dir)
-        self._outbox = SqliteOutbox(self.data_dir)
+        self._outbox: Outbox = outbox if outbox is not None else SqliteOutbox(self.data_dir)
         self.rules: Rules = load_rules(self.rules_path)
         self.pipeline = Pipeline(self.store, self.rules)
         self.engine = Engine(self.rules, dedup_window=self.rules.settings.dedup_window, follow_events=False)
