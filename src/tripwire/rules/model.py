@@ -173,6 +173,10 @@ class Settings:
     dedup_window: int = 7 * 86_400_000
     frequency_caps: tuple[FrequencyCap, ...] = ()
     quiet_hours: QuietHours | None = None
+    # The cluster's Kafka topic and consumer group, when the rules name them (flags and
+    # TRIPWIRE_TOPIC / TRIPWIRE_GROUP come first; see tripwire.config).
+    topic: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

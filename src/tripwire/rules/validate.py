@@ -52,7 +52,11 @@ SETTINGS_KEYS = (
     "dedup_window",
     "frequency_cap",
     "quiet_hours",
+    "topic",
+    "group",
 )
+# Kafka's own rules for a topic name; a consumer group id is any short text.
+KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 TOP_KEYS = ("settings", "triggers", "actions")
 # A bound far past any window or cooldown, kept so that every deadline stays a date (year 9999 at most)
 MAX_DURATION_MS = 100 * 365 * 86_400_000
@@ -445,6 +449,20 @@ class _Builder:
                 values["frequency_caps"] = self.delivery.frequency_caps(value)
             elif key == "quiet_hours":
                 values["quiet_hours"] = self.delivery.quiet_hours(value)
+            elif key == "topic":
+                if isinstance(value, str) and KAFKA_TOPIC.fullmatch(value) and value not in (".", ".."):
+                    values["topic"] = value
+                else:
+                    self.problem(
+                        ("settings", "topic"), "a Kafka topic name: 1 to 249 of letters, digits, '.', '_', '-'"
+                    )
+                    values["topic"] = None
+            elif key == "group":
+                if isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable():
+                    values["group"] = value
+                else:
+                    self.problem(("settings", "group"), "a consumer group id: 1 to 255 printable characters")
+                    values["group"] = None
             else:
                 values[key] = self.duration(value, ("settings", key), positive=key == "dedup_window")
         if any(v is None for v in values.values()):
