@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import service_address
 
-def kafka_bootstrap() -> str:
-    """The broker to test against; without it a test skips, but fails in CI."""
-    bootstrap = os.environ.get("TRIPWIRE_KAFKA", "")
-    if not bootstrap:
-        why = 'TRIPWIRE_KAFKA is not set: run eval "$(scripts/services start)" (scripts/test does it)'
-        if os.environ.get("CI") == "true":
-            pytest.fail(why + "; in CI every Kafka test must run", pytrace=False)
-        pytest.skip(why)
-    return bootstrap
+
+def broker() -> str:
+    """The broker to test against (`TRIPWIRE_KAFKA`): a test without it skips, but fails in CI."""
+    return service_address("TRIPWIRE_KAFKA")
 
 
 @contextmanager
 def fresh_topic(partitions: int) -> Iterator[str]:
     """A new topic with `partitions` partitions, deleted afterwards."""
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap()})
+    admin = AdminClient({"bootstrap.servers": broker()})
     name = f"test-{uuid.uuid4().hex[:12]}"
     for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]).values():
         future.result(timeout=30)
@@ -39,7 +33,7 @@ def fresh_topic(partitions: int) -> Iterator[str]:
 
 def produce(topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int | None = None) -> None:
     """Write (key, value) records as a team's own producer would, and wait for the broker."""
-    producer = Producer({"bootstrap.servers": kafka_bootstrap(), "enable.idempotence": True, "acks": "all"})
+    producer = Producer({"bootstrap.servers": broker(), "enable.idempotence": True, "acks": "all"})
     for key, value in records:
         if partition is None:
             producer.produce(topic, value=value, key=key)

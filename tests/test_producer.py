@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer
 
-from kafka_kit import fresh_topic, kafka_bootstrap
+from kafka_kit import broker, fresh_topic
 from tripwire.arrival import receive_event
 from tripwire.cluster.producer import EventProducer
 from tripwire.cluster.records import record_event
@@ -28,11 +28,11 @@ def arrived(i: int, user: str) -> Event:
 async def test_events_are_acknowledged_once_the_broker_has_them_keyed_by_user() -> None:
     events = [arrived(i, f"u{i % 7}") for i in range(300)]
     with fresh_topic(3) as topic:
-        producer = EventProducer(kafka_bootstrap(), topic)
+        producer = EventProducer(broker(), topic)
         await producer.send(events[:150])
         await producer.send(events[150:])
         assert producer.close() == 0
-        consumer = Consumer({"bootstrap.servers": kafka_bootstrap(), "group.id": f"g-{uuid.uuid4().hex}",
+        consumer = Consumer({"bootstrap.servers": broker(), "group.id": f"g-{uuid.uuid4().hex}",
                              "auto.offset.reset": "earliest"})  # fmt: skip
         consumer.subscribe([topic])
         got: list[tuple[int, bytes, Event]] = []
