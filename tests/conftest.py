@@ -63,8 +63,8 @@ def kafka_bootstrap() -> str:
 class StoreLocation:
     """One test's own place to store: a fresh data folder, or a fresh schema of the test PostgreSQL.
 
-    `open()` opens the adapters there (again and again, to test reopening); all are closed,
-    and the schema dropped, when the test ends.
+    `open()` opens the adapters there (again and again, to test reopening; with a partition,
+    scoped to that partition's log); all are closed, and the schema dropped, when the test ends.
     """
 
     def __init__(self, kind: str, folder: Path) -> None:
@@ -73,8 +73,8 @@ class StoreLocation:
         self.where: str | Path = postgres_dsn() if kind == "postgres" else folder / "data"
         self.opened: list[Stores] = []
 
-    def open(self) -> Stores:
-        stores = open_stores(self.where, schema=self.schema)
+    def open(self, partition: int | None = None) -> Stores:
+        stores = open_stores(self.where, schema=self.schema, partition=partition)
         self.opened.append(stores)
         return stores
 
@@ -93,6 +93,16 @@ class StoreLocation:
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLocation]:
     """Each adapter in turn, at a location of the test's own (the contract suites run on every one)."""
     place = StoreLocation(request.param, tmp_path)
+    try:
+        yield place
+    finally:
+        place.remove()
+
+
+@pytest.fixture
+def postgres_location(tmp_path: Path) -> Iterator[StoreLocation]:
+    """A fresh schema of the test PostgreSQL, for what only PostgreSQL does (a worker's partitions)."""
+    place = StoreLocation("postgres", tmp_path)
     try:
         yield place
     finally:

@@ -5,6 +5,7 @@ The `location` fixture (tests/conftest.py) runs each test on SQLite and on Postg
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from pathlib import Path
@@ -256,3 +257,19 @@ def test_fires_at_the_same_time_come_newest_emitted_first(store: Store) -> None:
         batch.add_fires([fire("f0", 10), fire("f9", 5)])
     assert [f.fire_id for f in store.fires()] == ["f0", "f2", "f1", "f9"]
     assert store.fire("nope") is None and store.quarantine_entry(404) is None
+
+
+def test_a_quarantine_entry_may_be_kept_as_retried_already(store: Store) -> None:
+    """A user's timers set aside are kept as an entry that cannot be sent again: retried at once, not_retryable."""
+    timers = QuarantineRow(0, "timers-u1", "u1", None, 5, 6, 9, "a timer's fire cannot be written", b"[]", 9,
+                           "not_retryable")  # fmt: skip
+    waiting = QuarantineRow(0, "a", "u1", None, 1, 6, 9, "RuntimeError: bug", b"{}")
+    with store.write() as batch:
+        batch.quarantine([timers, waiting], logged=[])
+    kept = store.quarantined()
+    assert [(e.message_id, e.retried_at, e.retry_decision) for e in kept] == [
+        ("a", None, None), ("timers-u1", 9, "not_retryable"),
+    ]  # fmt: skip
+    assert store.quarantine_entry(kept[1].id) == dataclasses.replace(timers, id=kept[1].id)
+    assert [e.message_id for e in store.quarantined(pending_only=True)] == ["a"]
+    assert store.quarantine_counts() == (2, 1)

@@ -104,9 +104,24 @@ class Batch(Protocol):
     def mark_retried(self, entry: int, at: int, decision: str) -> None:
         """Record that a quarantined event was sent through again, and its new decision."""
 
+    def save_position(self, source: str, position: int) -> None:
+        """Record the next offset to read in `source` (e.g. "topic:3"), committed with the rest of the batch."""
+
+    def check_owner(self, epoch: int) -> None:
+        """Raise `FencedError` unless `epoch` is still the log's latest claim; a claim waits for this
+        transaction to end, so none can come between the check and the commit."""
+
 
 class Store(Protocol):
-    """Durable storage for one tripwire server."""
+    """Durable storage for one tripwire server, or one partition of a worker.
+
+    `partition` is the log the per-log reads and writes are scoped to (events, users,
+    links, meta, quarantine, positions, owner): None for the single-node log. Fires are
+    shared by every partition.
+    """
+
+    @property
+    def partition(self) -> int | None: ...
 
     def open(self) -> None:
         """Create or migrate the schema; record applied migrations."""
@@ -139,6 +154,17 @@ class Store(Protocol):
 
     def iter_log(self) -> Iterator[LogRow]:
         """Every logged event in arrival order."""
+
+    def load_position(self, source: str) -> int | None:
+        """The next offset to read in `source`, as last committed; None before any."""
+
+    # -- fencing -----------------------------------------------------------------------
+
+    def claim_owner(self, owner: str) -> int:
+        """Take the log for `owner` (a worker's name): bump and return its epoch, atomically.
+
+        Every write checked with an older epoch (`Batch.check_owner`) fails from now on.
+        """
 
     # -- queries ---------------------------------------------------------------------
 

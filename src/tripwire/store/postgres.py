@@ -2,6 +2,9 @@
 
 The semantics are those of the SQLite adapter (`store.sqlite`), held to by the same
 contract tests; `postgres_db.PostgresDatabase` holds the pool, schema and migrations.
+A store is scoped to one partition's log: every per-log table (events, users, links, meta,
+quarantine, positions, owner) has a `part` column in its key, and every query of this
+module names it. Fires are shared by all partitions.
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from typing import Any
 import msgspec
 import psycopg
 
+from tripwire.errors import FencedError
 from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
+from tripwire.store.partitions import (
+    SINGLE_LOG,
+    check_epoch,
+    check_owner,
+    check_partition,
+    check_position,
+    check_source,
+    describe,
+)
 from tripwire.store.postgres_db import PostgresDatabase
 from tripwire.store.sqlite import filtered
 
@@ -39,10 +52,13 @@ def _fire_row(row: tuple[Any, ...]) -> FireRow:
 
 
 class PostgresBatch:
-    """The writes of one PostgreSQL transaction."""
+    """The writes of one PostgreSQL transaction, to the log of partition `part` (-1: the single-node log)."""
 
-    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any], part: int, what: str) -> None:
         self.cur = cur
+        self.part = part
+        self.what = what
+        self.fenced = False
 
     def _many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
@@ -53,57 +69,77 @@ class PostgresBatch:
         if not rows:
             return
         with self.cur.copy(
-            "COPY events (message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark) FROM STDIN"
+            "COPY events (part, message_id, user_id, anonymous_id, ts, received_at, decision, body, watermark)"
+            " FROM STDIN"
         ) as copy:
+            part = self.part
             for r in rows:
-                copy.write_row((r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision, r.body,
-                                r.watermark))  # fmt: skip
+                copy.write_row((part, r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.decision,
+                                r.body, r.watermark))  # fmt: skip
 
     def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
         self._many(
-            "INSERT INTO quarantine (message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason, r.body)
-             for r in rows],
+            "INSERT INTO quarantine (part, message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason,"
+            " body, retried_at, retry_decision) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(self.part, r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason,
+              r.body, r.retried_at, r.retry_decision) for r in rows],
         )  # fmt: skip
         # The latest accepted row of a messageId is the waiting one (as in the SQLite adapter).
         self._many(
-            "UPDATE events SET decision = 'quarantined' WHERE seq ="
-            " (SELECT MAX(seq) FROM events WHERE message_id = %s AND decision = 'accepted')",
-            [(mid,) for mid in logged],
+            "UPDATE events SET decision = 'quarantined' WHERE part = %s AND seq ="
+            " (SELECT MAX(seq) FROM events WHERE part = %s AND message_id = %s AND decision = 'accepted')",
+            [(self.part, self.part, mid) for mid in logged],
         )
 
     def mark_retried(self, entry: int, at: int, decision: str) -> None:
         self.cur.execute(
-            "UPDATE quarantine SET retried_at = %s, retry_decision = %s WHERE id = %s", (at, decision, entry)
+            "UPDATE quarantine SET retried_at = %s, retry_decision = %s WHERE part = %s AND id = %s",
+            (at, decision, self.part, entry),
         )
+
+    def save_position(self, source: str, position: int) -> None:
+        check_position(source, position)
+        self.cur.execute(
+            "INSERT INTO positions (part, source, position) VALUES (%s, %s, %s)"
+            " ON CONFLICT (part, source) DO UPDATE SET position = excluded.position",
+            (self.part, source, position),
+        )
+
+    def check_owner(self, epoch: int) -> None:
+        # FOR UPDATE holds the owner row to the end of this transaction: a claim (an update of
+        # that row) waits for the commit, and a check after a claim reads the claim's epoch.
+        check_epoch(epoch)
+        row = self.cur.execute("SELECT epoch FROM owner WHERE part = %s FOR UPDATE", (self.part,)).fetchone()
+        if row is None or row[0] != epoch:
+            self.fenced = True
+            raise FencedError(self.what)
 
     def save_users(self, states: dict[str, bytes | None]) -> None:
         # One statement over arrays (keys are unique, as ON CONFLICT DO UPDATE needs): twice a row-by-row upsert.
         kept = {uid: state for uid, state in states.items() if state is not None}
         if kept:
             self.cur.execute(
-                "INSERT INTO users (uid, state) SELECT * FROM unnest(%s::text[], %s::bytea[])"
-                " ON CONFLICT (uid) DO UPDATE SET state = excluded.state",
-                (list(kept), list(kept.values())),
+                "INSERT INTO users (part, uid, state) SELECT %s, * FROM unnest(%s::text[], %s::bytea[])"
+                " ON CONFLICT (part, uid) DO UPDATE SET state = excluded.state",
+                (self.part, list(kept), list(kept.values())),
             )
         gone = [uid for uid, state in states.items() if state is None]
         if gone:
-            self.cur.execute("DELETE FROM users WHERE uid = ANY(%s)", (gone,))
+            self.cur.execute("DELETE FROM users WHERE part = %s AND uid = ANY(%s)", (self.part, gone))
 
     def save_links(self, links: dict[str, str]) -> None:
         if links:
             self.cur.execute(
-                "INSERT INTO links (id, target) SELECT * FROM unnest(%s::text[], %s::text[])"
-                " ON CONFLICT (id) DO UPDATE SET target = excluded.target",
-                (list(links), list(links.values())),
+                "INSERT INTO links (part, id, target) SELECT %s, * FROM unnest(%s::text[], %s::text[])"
+                " ON CONFLICT (part, id) DO UPDATE SET target = excluded.target",
+                (self.part, list(links), list(links.values())),
             )
 
     def save_meta(self, meta: bytes) -> None:
         self.cur.execute(
-            "INSERT INTO meta (name, value) VALUES ('engine', %s)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (meta,),
+            "INSERT INTO meta (part, name, value) VALUES (%s, 'engine', %s)"
+            " ON CONFLICT (part, name) DO UPDATE SET value = excluded.value",
+            (self.part, meta),
         )
 
     def add_deliveries(self, rows: list[NewDelivery]) -> None:
@@ -123,10 +159,13 @@ class PostgresBatch:
 
 
 class PostgresStore:
-    """The log, state, fires and quarantine in one PostgreSQL schema."""
+    """The log, state, fires and quarantine in one PostgreSQL schema; the log of `partition` (None: the single node)."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: PostgresDatabase, *, partition: int | None = None) -> None:
         self.db = db
+        self.partition = check_partition(partition)
+        self._part = SINGLE_LOG if partition is None else partition
+        self._what = describe(partition)
 
     def open(self) -> None:
         self.db.migrate()
@@ -143,7 +182,22 @@ class PostgresStore:
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[PostgresBatch]:
         with self.db.transaction(commit=commit) as conn, conn.cursor() as cur:
-            yield PostgresBatch(cur)
+            batch = PostgresBatch(cur, self._part, self._what)
+            yield batch
+            if batch.fenced:  # a caller that caught the FencedError still commits nothing
+                raise FencedError(self._what)
+
+    def claim_owner(self, owner: str) -> int:
+        check_owner(owner)
+        # One statement, so atomic: concurrent claims queue on the row and each gets its own epoch.
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO owner (part, epoch, holder) VALUES (%s, 1, %s) ON CONFLICT (part) DO UPDATE"
+                " SET epoch = owner.epoch + 1, holder = excluded.holder, claimed_at = now() RETURNING epoch",
+                (self._part, owner),
+            ).fetchone()
+        assert row is not None, "an upsert with RETURNING returns its row"
+        return int(row[0])
 
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.db.connection() as conn:
@@ -159,36 +213,44 @@ class PostgresStore:
     # -- recovery ----------------------------------------------------------------------
 
     def load_meta(self) -> bytes | None:
-        rows = self._rows("SELECT value FROM meta WHERE name = 'engine'")
+        rows = self._rows("SELECT value FROM meta WHERE part = %s AND name = 'engine'", (self._part,))
         return bytes(rows[0][0]) if rows else None
 
     def load_links(self) -> dict[str, str]:
-        return dict(self._rows("SELECT id, target FROM links"))
+        return dict(self._rows("SELECT id, target FROM links WHERE part = %s", (self._part,)))
 
     def iter_users(self) -> Iterator[tuple[str, bytes]]:
-        for uid, state in self._stream("SELECT uid, state FROM users"):
+        for uid, state in self._stream("SELECT uid, state FROM users WHERE part = %s", (self._part,)):
             yield uid, bytes(state)
 
     def accepted_ids_since(self, ts: int) -> Iterator[tuple[str, int]]:
         query = (
-            "SELECT message_id, ts FROM events WHERE decision IN ('accepted', 'quarantined') AND ts >= %s ORDER BY seq"
+            "SELECT message_id, ts FROM events WHERE part = %s AND decision IN ('accepted', 'quarantined')"
+            " AND ts >= %s ORDER BY seq"
         )
-        yield from self._stream(query, (ts,))
+        yield from self._stream(query, (self._part, ts))
 
     def accepted_after(self, ts: int) -> Iterator[LogRow]:
-        query = f"SELECT {_LOG_COLUMNS} FROM events WHERE decision = 'accepted' AND ts > %s ORDER BY seq"
-        for row in self._stream(query, (ts,)):
+        query = f"SELECT {_LOG_COLUMNS} FROM events WHERE part = %s AND decision = 'accepted' AND ts > %s ORDER BY seq"
+        for row in self._stream(query, (self._part, ts)):
             yield LogRow(*row)
 
     def iter_log(self) -> Iterator[LogRow]:
-        for row in self._stream(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq"):
+        for row in self._stream(f"SELECT {_LOG_COLUMNS} FROM events WHERE part = %s ORDER BY seq", (self._part,)):
             yield LogRow(*row)
+
+    def load_position(self, source: str) -> int | None:
+        check_source(source)
+        rows = self._rows("SELECT position FROM positions WHERE part = %s AND source = %s", (self._part, source))
+        return int(rows[0][0]) if rows else None
 
     # -- queries -----------------------------------------------------------------------
 
     def user_state(self, uid: str) -> bytes | None:
-        rows = self._rows("SELECT state FROM users WHERE uid = %s", (uid,))
+        rows = self._rows("SELECT state FROM users WHERE part = %s AND uid = %s", (self._part, uid))
         return bytes(rows[0][0]) if rows else None
+
+    # Fires are shared by every partition: these reads answer for all of them.
 
     def fires(
         self, *, trigger: str | None = None, user: str | None = None, since: int | None = None, limit: int = 100
@@ -206,12 +268,14 @@ class PostgresStore:
 
     def events(self, *, users: list[str] | None = None, limit: int = 100) -> list[LogRow]:
         if users is None:
-            rows = self._rows(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq DESC LIMIT %s", (limit,))
+            rows = self._rows(
+                f"SELECT {_LOG_COLUMNS} FROM events WHERE part = %s ORDER BY seq DESC LIMIT %s", (self._part, limit)
+            )
         else:
             rows = self._rows(
-                f"SELECT {_LOG_COLUMNS} FROM events WHERE user_id = ANY(%s) OR anonymous_id = ANY(%s)"
+                f"SELECT {_LOG_COLUMNS} FROM events WHERE part = %s AND (user_id = ANY(%s) OR anonymous_id = ANY(%s))"
                 " ORDER BY seq DESC LIMIT %s",
-                (users, users, limit),
+                (self._part, users, users, limit),
             )
         return [LogRow(*row) for row in rows]
 
@@ -221,23 +285,27 @@ class PostgresStore:
 
     def events_by_id(self, message_ids: list[str]) -> list[LogRow]:
         rows = self._rows(
-            f"SELECT {_LOG_COLUMNS} FROM events WHERE message_id = ANY(%s) AND decision = 'accepted' ORDER BY seq",
-            (message_ids,),
+            f"SELECT {_LOG_COLUMNS} FROM events WHERE part = %s AND message_id = ANY(%s) AND decision = 'accepted'"
+            " ORDER BY seq",
+            (self._part, message_ids),
         )
         return [LogRow(*row) for row in rows]
 
     def quarantined(self, *, limit: int = 100, pending_only: bool = False) -> list[QuarantineRow]:
-        where = " WHERE retried_at IS NULL" if pending_only else ""
-        query = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine{where} ORDER BY id DESC LIMIT %s"
-        return [_quarantine_row(row) for row in self._rows(query, (limit,))]
+        pending = " AND retried_at IS NULL" if pending_only else ""
+        query = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE part = %s{pending} ORDER BY id DESC LIMIT %s"
+        return [_quarantine_row(row) for row in self._rows(query, (self._part, limit))]
 
     def quarantine_entry(self, entry: int) -> QuarantineRow | None:
-        rows = self._rows(f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE id = %s", (entry,))
+        query = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE part = %s AND id = %s"
+        rows = self._rows(query, (self._part, entry))
         return _quarantine_row(rows[0]) if rows else None
 
     def quarantine_counts(self) -> tuple[int, int]:
-        [(count, pending)] = self._rows("SELECT COUNT(*), COUNT(*) - COUNT(retried_at) FROM quarantine")
+        [(count, pending)] = self._rows(
+            "SELECT COUNT(*), COUNT(*) - COUNT(retried_at) FROM quarantine WHERE part = %s", (self._part,)
+        )
         return int(count), int(pending)
 
     def links_to(self, uid: str) -> list[str]:
-        return [row[0] for row in self._rows("SELECT id FROM links WHERE target = %s", (uid,))]
+        return [row[0] for row in self._rows("SELECT id FROM links WHERE part = %s AND target = %s", (self._part, uid))]

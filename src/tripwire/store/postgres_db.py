@@ -21,6 +21,7 @@ from psycopg.types.string import StrDumperUnknown, TextLoader
 from psycopg_pool import ConnectionPool
 
 from tripwire.errors import TripwireError
+from tripwire.store.partitions import StoreLocationError
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -131,13 +132,58 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX inbox_user ON inbox (user_id, id);
         """,
     ),
+    (
+        2,
+        "a partition column in the key of each per-log table; positions and the owner's epoch of each log",
+        # Rows already there are the single-node log's (-1). The default is dropped once they
+        # have it, so a write that forgets its partition fails instead of landing in that log.
+        # Indexes by user, anonymous id, messageId and link target stay without the partition:
+        # a user's rows are in one partition, and the goal sweep reads them across partitions.
+        """
+        ALTER TABLE events ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE events ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE events DROP CONSTRAINT events_pkey;
+        ALTER TABLE events ADD PRIMARY KEY (part, seq);
+        CREATE INDEX events_seq ON events (seq);
+        DROP INDEX events_accepted_ts;
+        CREATE INDEX events_accepted_ts ON events (part, ts) WHERE decision = 'accepted';
+        ALTER TABLE users ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE users ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE users DROP CONSTRAINT users_pkey;
+        ALTER TABLE users ADD PRIMARY KEY (part, uid);
+        ALTER TABLE links ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE links ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE links DROP CONSTRAINT links_pkey;
+        ALTER TABLE links ADD PRIMARY KEY (part, id);
+        ALTER TABLE meta ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE meta ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE meta DROP CONSTRAINT meta_pkey;
+        ALTER TABLE meta ADD PRIMARY KEY (part, name);
+        ALTER TABLE quarantine ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE quarantine ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE quarantine DROP CONSTRAINT quarantine_pkey;
+        ALTER TABLE quarantine ADD PRIMARY KEY (part, id);
+        CREATE TABLE positions (
+            part INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            position BIGINT NOT NULL,
+            PRIMARY KEY (part, source)
+        );
+        CREATE TABLE owner (
+            part INTEGER PRIMARY KEY,
+            epoch BIGINT NOT NULL,
+            holder TEXT NOT NULL,
+            claimed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CONNECT_TIMEOUT_S = 10
 
 
-class PostgresLocationError(TripwireError, ValueError):
+class PostgresLocationError(StoreLocationError):
     """A PostgreSQL location or schema name cannot be used."""
 
 

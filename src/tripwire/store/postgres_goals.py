@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from tripwire.store.base import EventAfter, FireAfter
+from tripwire.store.partitions import SINGLE_LOG
 from tripwire.store.postgres_db import PostgresDatabase
 
 # A JSON \u0000 escape not preceded by a backslash of its own, with the pairs of escaped backslashes before it.
@@ -14,7 +15,11 @@ _SUBSTITUTE = r"\1\\ufffd"
 
 
 class PostgresGoals:
-    """Reads fires and events, records conversions, in the cluster's PostgreSQL schema."""
+    """Reads fires and events, records conversions, in the cluster's PostgreSQL schema.
+
+    One sweep serves the deployment, as fires are shared: it reads the events and links of
+    every partition, and keeps its cursor in the meta of the single-node log.
+    """
 
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
@@ -24,7 +29,7 @@ class PostgresGoals:
             return conn.execute(query, params).fetchall()
 
     def cursor(self) -> tuple[int, int]:
-        rows = self._read("SELECT value FROM meta WHERE name = 'goals'")
+        rows = self._read("SELECT value FROM meta WHERE part = %s AND name = 'goals'", (SINGLE_LOG,))
         if not rows:
             return 0, 0
         saved = json.loads(bytes(rows[0][0]))
@@ -34,9 +39,9 @@ class PostgresGoals:
         value = json.dumps({"fires": fires, "events": events}).encode()
         with self.db.connection() as conn:
             conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('goals', %s)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (value,),
+                "INSERT INTO meta (part, name, value) VALUES (%s, 'goals', %s)"
+                " ON CONFLICT (part, name) DO UPDATE SET value = excluded.value",
+                (SINGLE_LOG, value),
             )
 
     def fires_after(self, n: int, triggers: list[str], limit: int = 5_000) -> list[FireAfter]:
@@ -92,10 +97,11 @@ class PostgresGoals:
         return [(fid, bool(held)) for fid, held in rows]
 
     def links(self) -> dict[str, str]:
-        return dict(self._read("SELECT id, target FROM links"))
+        # Every partition's links; an id linked in two partitions is read as the later partition has it.
+        return dict(self._read("SELECT id, target FROM links ORDER BY part"))
 
     def links_to(self, uid: str) -> list[str]:
-        return [row[0] for row in self._read("SELECT id FROM links WHERE target = %s", (uid,))]
+        return [row[0] for row in self._read("SELECT DISTINCT id FROM links WHERE target = %s", (uid,))]
 
     def record(self, fire_id: str, trigger: str, user_id: str, holdout: bool, message_id: str, at: int) -> bool:
         with self.db.connection() as conn:

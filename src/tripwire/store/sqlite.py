@@ -12,7 +12,9 @@ from typing import Any
 
 import msgspec
 
+from tripwire.errors import FencedError
 from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
+from tripwire.store.partitions import check_epoch, check_owner, check_position, check_source, describe
 from tripwire.store.sqlite_schema import MIGRATIONS
 
 __all__ = [
@@ -131,6 +133,7 @@ class SqliteBatch:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.fenced = False
 
     def append_events(self, rows: list[LogRow]) -> None:
         self.conn.executemany(
@@ -145,10 +148,10 @@ class SqliteBatch:
     def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
         """Keep `rows` in the quarantine; the accepted log rows of `logged` become quarantined."""
         self.conn.executemany(
-            "INSERT INTO quarantine (message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason, r.body)
-             for r in rows],
+            "INSERT INTO quarantine (message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body,"
+            " retried_at, retry_decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.message_id, r.user_id, r.anonymous_id, r.ts, r.received_at, r.quarantined_at, r.reason, r.body,
+              r.retried_at, r.retry_decision) for r in rows],
         )  # fmt: skip
         # The latest accepted row of a messageId is the waiting one: an older row of the same id
         # (reused after the dedup window) was applied long ago and stays as it is.
@@ -162,6 +165,22 @@ class SqliteBatch:
         self.conn.execute(
             "UPDATE quarantine SET retried_at = ?, retry_decision = ? WHERE id = ?", (at, decision, entry)
         )
+
+    def save_position(self, source: str, position: int) -> None:
+        check_position(source, position)
+        self.conn.execute(
+            "INSERT INTO positions (source, position) VALUES (?, ?)"
+            " ON CONFLICT (source) DO UPDATE SET position = excluded.position",
+            (source, position),
+        )
+
+    def check_owner(self, epoch: int) -> None:
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), which a claim needs too.
+        check_epoch(epoch)
+        row = self.conn.execute("SELECT epoch FROM owner").fetchone()
+        if row is None or row[0] != epoch:
+            self.fenced = True
+            raise FencedError(describe(None))
 
     def save_users(self, states: dict[str, bytes | None]) -> None:
         self.conn.executemany(
@@ -218,7 +237,10 @@ class SqliteStore(SqliteFile):
     """All of a server's durable state in one SQLite file (`DATA/tripwire.db`).
 
     Writes go through one connection (`write()`); reads use one connection per thread.
+    It keeps one log: `partition` is always None (partitions need PostgreSQL).
     """
+
+    partition: None = None
 
     def __init__(self, data_dir: str | Path) -> None:
         super().__init__(data_dir)
@@ -267,7 +289,23 @@ class SqliteStore(SqliteFile):
         conn = self._writer
         assert conn is not None, "open() the store first"
         with self._write_lock, transaction(conn, commit=commit):
-            yield SqliteBatch(conn)
+            batch = SqliteBatch(conn)
+            yield batch
+            if batch.fenced:  # a caller that caught the FencedError still commits nothing
+                raise FencedError(describe(None))
+
+    def claim_owner(self, owner: str) -> int:
+        check_owner(owner)
+        conn = self._writer
+        assert conn is not None, "open() the store first"
+        with self._write_lock, transaction(conn):
+            [(epoch,)] = conn.execute(
+                "INSERT INTO owner (log, epoch, holder) VALUES (0, 1, ?) ON CONFLICT (log) DO UPDATE"
+                " SET epoch = owner.epoch + 1, holder = excluded.holder, claimed_at = excluded.claimed_at"
+                " RETURNING epoch",
+                (owner,),
+            ).fetchall()
+        return int(epoch)
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -295,6 +333,11 @@ class SqliteStore(SqliteFile):
     def iter_log(self) -> Iterator[LogRow]:
         for row in self._conn().execute(f"SELECT {_LOG_COLUMNS} FROM events ORDER BY seq"):
             yield _log_row(row)
+
+    def load_position(self, source: str) -> int | None:
+        check_source(source)
+        row = self._conn().execute("SELECT position FROM positions WHERE source = ?", (source,)).fetchone()
+        return None if row is None else int(row[0])
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -123,4 +123,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX quarantine_message ON quarantine (message_id);
         """,
     ),
+    (
+        4,
+        "positions in the sources read, and the owner's epoch",
+        """
+        CREATE TABLE positions (source TEXT PRIMARY KEY, position INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE owner (
+            log INTEGER PRIMARY KEY CHECK (log = 0),
+            epoch INTEGER NOT NULL,
+            holder TEXT NOT NULL,
+            claimed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        """,
+    ),
 ]
