@@ -15,9 +15,25 @@ from typing import Any
 import pytest
 
 from conftest import StoreLocation
+from service_kit import track
+from tripwire.engine import Engine
 from tripwire.errors import FencedError
-from tripwire.store import FireRow, LogRow, NewDelivery, QuarantineRow, Store, StoreLocationError, Stores, open_stores
+from tripwire.pipeline import Pipeline
+from tripwire.rules import parse_rules
+from tripwire.store import (
+    Batch,
+    FireRow,
+    LogRow,
+    NewDelivery,
+    QuarantineRow,
+    Store,
+    StoreLocationError,
+    Stores,
+    open_stores,
+)
 from tripwire.store.postgres_db import MIGRATIONS
+
+T0 = 1_772_323_200_000
 
 
 def row(mid: str, ts: int, user: str | None = "u1", anon: str | None = None) -> LogRow:
@@ -183,6 +199,34 @@ def test_concurrent_claims_each_get_an_epoch_of_their_own(location: StoreLocatio
     for t in threads:
         t.join(timeout=60)
     assert sorted(got) == list(range(1, 46))
+
+
+def test_a_zombie_workers_pipeline_step_commits_nothing(location: StoreLocation, partition: int | None) -> None:
+    """Two workers of one partition drive the real pipeline; the one whose partition moved is fenced."""
+    rules = parse_rules("settings: {allowed_lateness: 1s}\ntriggers:\n  big: {when: buy}\n")
+    a, b = location.open(partition).store, location.open(partition).store
+
+    def worker_step(pipeline: Pipeline, engine: Engine, epoch: int, mid: str, offset: int) -> None:
+        def also(batch: Batch) -> None:
+            batch.check_owner(epoch)
+            batch.save_position("orders:3", offset)
+
+        at = T0 + offset
+        pipeline.step(engine, [[track("buy", "u1", mid, at)]], now=at, watermark=at + 1, also=also)
+
+    first = Pipeline(a, rules)
+    epoch_a = a.claim_owner("worker-a")
+    zombie = first.recover()
+    worker_step(first, zombie, epoch_a, "m1", 1)
+    second = Pipeline(b, rules)
+    epoch_b = b.claim_owner("worker-b")
+    engine_b = second.recover()  # the state worker A committed
+    worker_step(second, engine_b, epoch_b, "m2", 2)
+    before = (list(b.iter_log()), dict(b.iter_users()), b.load_meta(), b.fires(), b.load_position("orders:3"))
+    assert (len(before[3]), before[4]) == (2, 2)  # a fire for each of m1 and m2; the offset after m2
+    with pytest.raises(FencedError):
+        worker_step(first, zombie, epoch_a, "m3", 3)
+    assert (list(b.iter_log()), dict(b.iter_users()), b.load_meta(), b.fires(), b.load_position("orders:3")) == before
 
 
 @pytest.mark.parametrize(("call", "message"), [("claim", "owner: '' is not an owner's name"), ("check", "epoch: '1'")])
