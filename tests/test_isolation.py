@@ -321,6 +321,8 @@ async def test_a_timer_whose_fire_cannot_be_written_is_set_aside_and_a_replay_fo
     assert [entry["kind"] for entry in listed] == ["timers", "timers"]
     assert refused.status_code == 409 and refused.json()["code"] == "not_retryable"
     assert await service.retry_quarantined(None) == []  # "all" means the events, not the timers
+    assert service.quarantine_counts() == (2, 0)  # recorded as not retryable: none waits for a retry
+    assert kept["retry_decision"] == "not_retryable"
 
     monkeypatch.setattr(SqliteBatch, "add_fires", real)  # the fix: p's next cart fires as usual
     await service.submit([track("add", "p", "a4", service.now_ms())])

@@ -37,6 +37,7 @@ _decode = msgspec.json.decode
 QUARANTINED: Final = "quarantined"
 # The log's mark of a user's timers set aside because their fire could not be written.
 TIMERS_QUARANTINED: Final = "timers_quarantined"
+NOT_RETRYABLE: Final = "not_retryable"
 _REASON_CHARS: Final = 500
 # A suspect: ("new", batch, index) for an arriving event, ("waiting", messageId) for one the
 # log already accepted that this step would apply, ("timers", user) for a user's due timers.
@@ -425,7 +426,8 @@ def _timers_entries(engine: Engine, reasons: dict[str, str], until: int, now: in
         reasons[uid] = next((r for x, r in reasons.items() if engine.resolve(x) == uid), "merged from a user set aside")
     return [
         QuarantineRow(0, f"timers:{uid}:{until}", uid, None, until, now, now, reasons[uid],
-                      _encode({"timers": _encodable(timers), "user_id": uid, "until": until}))
+                      _encode({"timers": _encodable(timers), "user_id": uid, "until": until}),
+                      retried_at=now, retry_decision=NOT_RETRYABLE)  # nothing to send again
         for uid, timers in by_user.items()
     ]  # fmt: skip
 

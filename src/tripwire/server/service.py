@@ -188,11 +188,11 @@ class Service:
             found = self.store.quarantine_entry(entry)
             if found is None:
                 raise KeyError(entry)
+            if quarantine_kind(found) == "timers":
+                raise NotRetryableError(entry, "it holds a user's timers set aside, not an event to send again")
             if found.retried_at is not None:
                 # Sent through once already: a second time would accept the same event twice.
                 raise AlreadyRetriedError(entry, found.retry_decision or "")
-            if quarantine_kind(found) == "timers":
-                raise NotRetryableError(entry, "it holds a user's timers set aside, not an event to send again")
             rows = [found]
         rows = [row for row in rows if quarantine_kind(row) == "event"]
         rows.reverse()  # in the order they came
