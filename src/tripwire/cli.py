@@ -311,6 +311,55 @@ def serve(
 
 
 @main.command()
+@click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False), help="The rules file.")
+@click.option(
+    "--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers, host:port[,host:port]. [env TRIPWIRE_KAFKA]"
+)
+@click.option("--topic", help="The topic of the events. [env TRIPWIRE_TOPIC; rules settings.topic; tripwire-events]")
+@click.option("--postgres", metavar="DSN", help="PostgreSQL, postgresql://user@host:port/db. [env TRIPWIRE_POSTGRES]")
+@click.option("--group", help="The consumer group of the workers. [env TRIPWIRE_GROUP; rules settings.group; tripwire]")
+@click.option("--schema", help="The PostgreSQL schema of tripwire's tables. [env TRIPWIRE_SCHEMA; tripwire]")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+def worker(
+    rules_path: str,
+    kafka: str | None,
+    topic: str | None,
+    postgres: str | None,
+    group: str | None,
+    schema: str | None,
+    log_level: str,
+) -> None:
+    """Decide a Kafka topic's events as a member of a consumer group, keeping state on PostgreSQL.
+
+    Each partition the group gives this worker is one log with its own watermark, dedup
+    memory and engine state; its offset is committed with its state. Start several on
+    the same topic and group to share the partitions; SIGTERM finishes the records in
+    hand, commits and leaves the group. See docs/cluster.md.
+
+    Example: tripwire worker --rules rules.yaml --kafka 127.0.0.1:9092 --postgres postgresql://tripwire@db/tripwire
+    """
+    import signal
+
+    from tripwire.config import ConfigError, cluster_config
+    from tripwire.server.run import configure_logging
+
+    rules = _load(rules_path)
+    flags = {"kafka": kafka, "topic": topic, "postgres": postgres, "group": group, "schema": schema}
+    try:
+        config = cluster_config(flags, rules)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    from tripwire.cluster.worker import Worker
+
+    configure_logging(log_level)
+    member = Worker(rules_path, bootstrap=config.kafka, topic=config.topic, postgres=config.postgres,
+                    group=config.group, schema=config.schema)  # fmt: skip
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: member.stop())
+    member.run(settings_from=config.described())
+
+
+@main.command()
 @click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="The server's data folder.")
 @click.option("--trigger", help="Only this trigger's fires.")
 @click.option("--user", help="Only this user's fires.")

@@ -1,0 +1,161 @@
+"""One Kafka partition as one log: its store, its engine, its watermark and its place in the topic.
+
+Each step decides a run of the partition's records with the decision pipeline and
+commits, in one transaction, what the step changed together with the next offset to read
+and a check that this worker still owns the partition (a worker that lost it, paused or
+cut off from the group, then resumed, commits nothing: `FencedError`). So state and
+position move together: after a crash the partition resumes exactly where its state is.
+
+Time (SPEC §2): until the partition has caught up with the end of the topic it follows
+event time alone (the watermark is the largest accepted event time minus the lateness),
+so a worker started on months of history gives the fires a replay of those events gives.
+From then on it follows the wall clock: the watermark is `now - allowed_lateness` when
+the partition is caught up, and the receive time of the last record read minus the
+lateness while it works through a burst, so records are not made late by the worker's
+own delay. Every log row records the watermark it was decided at, as on a single node,
+so a replay of the partition's log decides exactly as the worker did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from tripwire.cluster.records import record_event
+from tripwire.engine import Engine
+from tripwire.errors import EventError, FencedError
+from tripwire.events import Event
+from tripwire.pipeline import Pipeline, StepResult
+from tripwire.rules import Rules
+from tripwire.store import Batch, Store
+from tripwire.timestamps import parse_ms
+
+log = structlog.get_logger("tripwire.cluster")
+
+
+class Record(Protocol):
+    """What a partition needs of a Kafka message (confluent_kafka.Message has it)."""
+
+    def value(self) -> bytes | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class PartitionStats:
+    records: int = 0
+    bad: int = 0
+    steps: int = 0
+    fires: int = 0
+    quarantined: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+
+
+class PartitionLog:
+    """The log of partition `partition` of `topic`, owned by `owner` while it holds the claim."""
+
+    def __init__(self, store: Store, rules: Rules, topic: str, partition: int, owner: str) -> None:
+        self.store = store
+        self.topic = topic
+        self.partition = partition
+        self.source = f"{topic}:{partition}"
+        self.pipeline = Pipeline(store, rules, follow_events=True)
+        self.epoch = store.claim_owner(owner)  # from here on, an earlier owner's writes are refused
+        self.engine: Engine = self.pipeline.recover()
+        saved = store.load_position(self.source)
+        self.position = 0 if saved is None else saved  # the next offset to read
+        self.live = False
+        self.stats = PartitionStats()
+        log.info(
+            "partition taken", partition=self.source, position=self.position, epoch=self.epoch,
+            users=len(self.engine.users), watermark=self.engine.watermark,
+        )  # fmt: skip
+
+    @property
+    def rules(self) -> Rules:
+        return self.pipeline.rules
+
+    def step(self, records: Sequence[Record], *, now: int, end: int | None) -> StepResult | None:
+        """Decide `records` (the next ones of the partition, in order), advance, commit.
+
+        `end` is the partition's end offset as last seen (None when unknown); the partition
+        is caught up when its position reaches it. Raises FencedError if it was taken over.
+        """
+        events: list[Event] = []
+        received: list[int] = []
+        tolerance = self.rules.settings.clock_skew_tolerance
+        position = self.position
+        for record in records:
+            offset = record.offset()
+            assert offset is not None and offset >= position, "records must come in order"
+            position = offset + 1
+            try:
+                event = record_event(
+                    record.value(), topic=self.topic, partition=self.partition, offset=offset,
+                    timestamp_ms=record.timestamp()[1], skew_tolerance=tolerance,
+                )  # fmt: skip
+            except EventError as exc:
+                self._bad(offset, exc)
+                continue
+            events.append(event)
+            received.append(_received_ms(event))
+        self.stats.records += len(records)
+        caught_up = end is not None and position >= end
+        if caught_up and not self.live:
+            self._go_live()
+        watermark = self._watermark(now, caught_up, received)
+        if not events and watermark <= self.engine.watermark and position == self.position:
+            return None  # nothing read, nothing to advance
+        also = self._also(position)
+        try:
+            result = self.pipeline.step(self.engine, [events], now=now, watermark=watermark, also=also)
+        except FencedError:
+            raise
+        except Exception as exc:
+            log.warning("write failed; looking for the events at fault", partition=self.source, error=str(exc))
+            self.engine, result = self.pipeline.isolate([events], now=now, watermark=watermark, error=exc, also=also)
+            self.stats.quarantined += len(result.quarantined)
+        if not result.wrote and position != self.position:  # only bad records: their offsets still count
+            with self.store.write() as batch:
+                also(batch)
+        self.position = position
+        self.stats.steps += 1
+        self.stats.fires += len(result.fires)
+        return result
+
+    def _go_live(self) -> None:
+        """Caught up: from here on the wall clock moves the watermark too (SPEC §2)."""
+        self.live = True
+        self.pipeline.follow_events = False
+        self.engine.follow_events = False
+        log.info("partition caught up; following the wall clock", partition=self.source)
+
+    def _watermark(self, now: int, caught_up: bool, received: list[int]) -> int:
+        engine = self.engine
+        if not self.live:
+            return engine.watermark  # the engine moves it with each accepted event
+        clock = now if caught_up or not received else min(now, max(received))
+        return max(engine.watermark, clock - engine.lateness)
+
+    def _also(self, position: int) -> Callable[[Batch], None]:
+        def write(batch: Batch) -> None:
+            batch.check_owner(self.epoch)
+            batch.save_position(self.source, position)
+
+        return write
+
+    def _bad(self, offset: int, exc: EventError) -> None:
+        self.stats.bad += 1
+        where = f"{self.source}@{offset}"
+        if len(self.stats.bad_examples) < 20:
+            self.stats.bad_examples.append(f"{where} {exc.field}: {exc.message}")
+        log.warning("record is not an event; skipped", record=where, field=exc.field, error=exc.message)
+
+
+def _received_ms(event: Event) -> int:
+    return parse_ms(event.raw["receivedAt"])  # record_event set it

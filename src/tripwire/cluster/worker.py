@@ -1,0 +1,171 @@
+"""`tripwire worker`: consume a Kafka topic in a consumer group, one log per partition.
+
+Kafka does the distribution: the group's members share the topic's partitions
+(cooperative rebalancing, so a member joining or leaving moves only the partitions it
+must), and a member that dies loses its partitions to the others after the session
+timeout. Each partition a worker takes is a `PartitionLog` on PostgreSQL: the worker
+claims it (fencing the previous owner), rebuilds its engine, and resumes at the offset
+saved with its state, never at the group's committed offset, which is only written for
+monitoring (`kafka-consumer-groups.sh --describe` shows the lag).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from tripwire.cluster.partition import PartitionLog
+from tripwire.errors import FencedError
+from tripwire.rules import Rules, load_rules
+from tripwire.store import Stores, open_stores
+
+log = structlog.get_logger("tripwire.cluster")
+# librdkafka's "no offset known yet" for a high watermark not fetched so far.
+_UNKNOWN = -1001
+
+
+def consumer_settings(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    """The consumer's settings: manual offsets (they live in PostgreSQL), cooperative rebalancing."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "client.id": f"tripwire-worker-{socket.gethostname()}-{os.getpid()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "logger": logging.getLogger("tripwire.kafka"),  # librdkafka's lines through tripwire's logging
+    }
+    settings.update(extra)
+    return settings
+
+
+class Worker:
+    """A member of the consumer group `group` on `topic`, keeping each partition it holds."""
+
+    def __init__(
+        self,
+        rules_path: str | Path,
+        *,
+        bootstrap: str,
+        topic: str,
+        postgres: str,
+        group: str = "tripwire",
+        schema: str = "tripwire",
+        clock: Callable[[], float] = time.time,
+        max_records: int = 2_000,
+        poll_seconds: float = 0.1,
+        kafka_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.rules_path = Path(rules_path)
+        self.rules: Rules = load_rules(self.rules_path)
+        self.topic = topic
+        self.postgres = postgres
+        self.schema = schema
+        self.clock = clock
+        self.max_records = max_records
+        self.poll_seconds = poll_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.settings = consumer_settings(bootstrap, group, **(kafka_settings or {}))
+        self.partitions: dict[int, PartitionLog] = {}
+        self._stores: Stores | None = None
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the records in hand, commit them, leave the group (from any thread, or a signal)."""
+        self._stopping.set()
+
+    def run(self, settings_from: dict[str, str] | None = None) -> None:
+        """Consume until `stop()`; each poll's records are decided and committed partition by partition.
+
+        `settings_from` (where each setting came from) goes into the start log line."""
+        self._stores = open_stores(self.postgres, schema=self.schema)  # one pool for every partition held
+        consumer = Consumer(self.settings)
+        consumer.subscribe([self.topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
+        log.info("worker started", topic=self.topic, group=self.settings["group.id"], owner=self.owner,
+                 schema=self.schema, settings_from=settings_from or {})  # fmt: skip
+        try:
+            while not self._stopping.is_set():
+                self._poll(consumer)
+        finally:
+            consumer.close()  # leaves the group: the others take the partitions at once
+            for partition in list(self.partitions):
+                self._release(partition)
+            self._stores.close()
+            log.info("worker stopped", owner=self.owner)
+
+    def _poll(self, consumer: Consumer) -> None:
+        messages = consumer.consume(num_messages=self.max_records, timeout=self.poll_seconds)
+        records: dict[int, list[Message]] = defaultdict(list)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka error", error=str(error))
+                continue
+            partition = message.partition()
+            if partition is not None and partition in self.partitions:
+                records[partition].append(message)
+        now = int(self.clock() * 1000)
+        committed: list[TopicPartition] = []
+        for partition, plog in list(self.partitions.items()):
+            mine = records.get(partition, [])
+            mine = [m for m in mine if (m.offset() or 0) >= plog.position]  # a redelivery after a seek
+            try:
+                plog.step(mine, now=now, end=self._end(consumer, partition))
+            except FencedError as exc:
+                log.warning(
+                    "partition taken over by another worker; dropping it", partition=plog.source, error=str(exc)
+                )
+                self._release(partition)
+                continue
+            if mine:
+                committed.append(TopicPartition(self.topic, partition, plog.position))
+        if committed:
+            try:  # for monitoring only: the position that counts is the one saved with the state
+                consumer.commit(offsets=committed, asynchronous=True)
+            except KafkaException as exc:
+                log.info("offset commit for monitoring failed", error=str(exc))
+
+    def _end(self, consumer: Consumer, partition: int) -> int | None:
+        """The partition's end offset as the last fetch saw it (no broker round trip)."""
+        _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        return None if high == _UNKNOWN else int(high)
+
+    # -- rebalancing ---------------------------------------------------------------------
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._stores is not None
+        for tp in partitions:
+            plog = PartitionLog(self._stores.partition(tp.partition), self.rules, self.topic, tp.partition, self.owner)
+            self.partitions[tp.partition] = plog
+            tp.offset = plog.position
+        consumer.incremental_assign(partitions)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._release(tp.partition)
+        consumer.incremental_unassign(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost (session timed out); another worker owns them now", partitions=[
+            tp.partition for tp in partitions
+        ])  # fmt: skip
+        self._revoke(consumer, partitions)
+
+    def _release(self, partition: int) -> None:
+        plog = self.partitions.pop(partition, None)
+        if plog is not None:
+            log.info("partition released", partition=plog.source, position=plog.position, **vars(plog.stats))
