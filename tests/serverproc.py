@@ -51,6 +51,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_level: str = "warning",
         module: str = "tripwire",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.rules = Path(rules)
         self.data_dir = Path(data_dir)
@@ -61,6 +62,7 @@ class ServerProcess:
         self.extra_env = env or {}
         self.log_level = log_level
         self.module = module  # what `python -m` runs: tripwire, or a wrapper such as a profiler
+        self.args = args  # more flags for serve (--cluster ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log: IO[bytes] | None = None
@@ -101,6 +103,7 @@ class ServerProcess:
         self._log.flush()
         command = [sys.executable, "-m", self.module, "serve", "--rules", str(self.rules), "--data", str(self.data_dir),
                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level]  # fmt: skip
+        command += self.args
         began = time.monotonic()
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.starts += 1

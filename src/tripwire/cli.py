@@ -277,6 +277,11 @@ def _limit_option(name: str, default: str, text: str) -> Callable[[Callable[...,
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
               envvar="TRIPWIRE_MAX_CONNECTIONS", show_envvar=True,
               help="Open connections at most; past it the oldest idle or half-open one is closed.")  # fmt: skip
+@click.option("--cluster", is_flag=True, help="An ingest node: events to Kafka, reads and deliveries from PostgreSQL.")
+@click.option("--kafka", metavar="BOOTSTRAP", help="With --cluster: Kafka bootstrap servers. [env TRIPWIRE_KAFKA]")
+@click.option("--topic", help="With --cluster: the events' topic. [env TRIPWIRE_TOPIC; rules settings.topic]")
+@click.option("--postgres", metavar="DSN", help="With --cluster: PostgreSQL. [env TRIPWIRE_POSTGRES]")
+@click.option("--schema", help="With --cluster: the PostgreSQL schema. [env TRIPWIRE_SCHEMA; tripwire]")
 def serve(
     rules_path: str,
     data_dir: str,
@@ -287,6 +292,11 @@ def serve(
     body_timeout: float,
     keep_alive_timeout: float,
     max_connections: int,
+    cluster: bool,
+    kafka: str | None,
+    topic: str | None,
+    postgres: str | None,
+    schema: str | None,
 ) -> None:
     """Take events over the Segment HTTP API and fire triggers in real time.
 
@@ -297,17 +307,25 @@ def serve(
 
     Example: tripwire serve --rules examples/shop/rules.yaml --max-connections 4000
     """
+    from tripwire.config import ConfigError, cluster_config
     from tripwire.server.connections import ConnectionLimits
     from tripwire.server.run import run
 
-    _load(rules_path)
+    rules = _load(rules_path)
+    flags = {"kafka": kafka, "topic": topic, "postgres": postgres, "schema": schema}
+    if not cluster and any(flags.values()):
+        raise click.UsageError("--kafka, --topic, --postgres and --schema go with --cluster")
+    try:
+        config = cluster_config(flags, rules) if cluster else None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     limits = ConnectionLimits(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         keep_alive_timeout=keep_alive_timeout,
         max_connections=max_connections,
     )
-    run(Path(rules_path), Path(data_dir), host, port, log_level, limits)
+    run(Path(rules_path), Path(data_dir), host, port, log_level, limits, config)
 
 
 @main.command()

@@ -83,9 +83,10 @@ class AlreadyRetriedError(TripwireError):
 class NotRetryableError(TripwireError):
     """A quarantine entry that is not an event (a user's timers set aside) cannot be sent again."""
 
-    def __init__(self, entry: int, why: str) -> None:
+    def __init__(self, entry: int | None, why: str) -> None:
         self.entry = entry
-        super().__init__(f"quarantine entry {entry} cannot be retried: {why}")
+        what = "quarantined events" if entry is None else f"quarantine entry {entry}"
+        super().__init__(f"{what} cannot be retried: {why}")
 
 
 class FencedError(TripwireError):

@@ -80,7 +80,9 @@ class Dispatcher:
         lease_ms: int = 300_000,
         rng: random.Random | None = None,
         resolver: Resolver = system_resolver,
+        release_at_start: bool = True,
     ) -> None:
+        self.release_at_start = release_at_start  # one node's outbox: every lease left is its own
         self.store = store
         self.outbox = outbox
         self.rules = rules
@@ -110,9 +112,10 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until `stop`; deliveries in flight at stop finish first."""
         self._http = {allow: delivery_client(allow_private=allow, resolver=self.resolver) for allow in (False, True)}
-        released = await asyncio.to_thread(self.outbox.release_leases, self.now_ms())
-        if released:
-            log.info("deliveries resumed after a restart", count=released)
+        if self.release_at_start:
+            released = await asyncio.to_thread(self.outbox.release_leases, self.now_ms())
+            if released:
+                log.info("deliveries resumed after a restart", count=released)
         try:
             while not self._stopping:
                 try:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
@@ -31,6 +32,10 @@ from tripwire.server.logs import PROCESSORS, RedactingFormatter
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
 from tripwire.store import Goals, open_stores
+
+if TYPE_CHECKING:
+    from tripwire.cluster.ingest import ClusterService
+    from tripwire.config import ClusterConfig
 
 GOAL_SWEEP_SECONDS = 5.0
 
@@ -90,19 +95,36 @@ async def serve(
     *,
     log_level: str = "info",
     limits: ConnectionLimits | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM; then stop taking traffic, finish deliveries in flight,
-    drain the ingest queue, commit and exit."""
+    drain the ingest queue, commit and exit.
+
+    With `cluster`, an ingest node: events go to the Kafka topic, reads and deliveries to
+    PostgreSQL (docs/cluster.md); otherwise the single node on SQLite in `data_dir`."""
     limits = fit_to_fd_limit(limits or ConnectionLimits())
     credentials = load_credentials(data_dir)
-    stores = open_stores(data_dir)  # a postgresql:// DSN opens the PostgreSQL adapters instead
-    service = Service(rules, data_dir, store=stores.store, outbox=stores.outbox)
+    service: Service | ClusterService
+    if cluster is None:
+        stores = open_stores(data_dir)
+        service = Service(rules, data_dir, store=stores.store, outbox=stores.outbox)
+        where = f"data in {data_dir}"
+    else:
+        from tripwire.cluster.ingest import ClusterService  # noqa: PLC0415  # Kafka's client only when asked for
+
+        stores = await asyncio.to_thread(open_stores, cluster.postgres, schema=cluster.schema)
+        service = ClusterService(rules, stores, bootstrap=cluster.kafka, topic=cluster.topic)
+        where = f"events to Kafka topic {cluster.topic}, state in PostgreSQL schema {cluster.schema}"
     await service.start()  # opens the store and applies migrations first
     metrics = Metrics()
     service.listeners.append(metrics.on_fires)
     outbox, goals = stores.outbox, stores.goals
     inbox = Inbox(stores.inbox)
-    dispatcher = Dispatcher(service.store, outbox, lambda: service.rules, functools.partial(make_channel, inbox=inbox))
+    dispatcher = Dispatcher(
+        service.store, outbox, lambda: service.rules, functools.partial(make_channel, inbox=inbox),
+        # several nodes share a cluster's outbox: a lease held by another is not this one's to release
+        release_at_start=cluster is None,
+    )  # fmt: skip
     dispatcher.listeners.append(metrics.on_delivery)
     loop = asyncio.get_running_loop()
 
@@ -130,7 +152,7 @@ async def serve(
         timeout_keep_alive=max(1, math.ceil(limits.keep_alive_timeout)),  # uvicorn takes whole seconds
     )
     server = _Server(config, on_exit=inbox.feed.close)
-    print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, data in {data_dir}", flush=True)
+    print(f"tripwire: {len(service.rules.triggers)} triggers from {rules}, {where}", flush=True)
     print(f"tripwire: Segment endpoint http://{host}:{port}/v1/batch, admin API http://{host}:{port}/api", flush=True)
     # A credential just made is shown once, and only to a person at a terminal: when stdout
     # is a file or a pipe it ends up in logs that outlive it; the data folder keeps it.
@@ -150,7 +172,7 @@ async def serve(
         stores.close()
 
 
-async def _housekeeping(service: Service, goals: Goals, inbox: Inbox) -> None:
+async def _housekeeping(service: Service | ClusterService, goals: Goals, inbox: Inbox) -> None:
     """Record goal conversions every few seconds; drop expired inbox messages every hour."""
     log = structlog.get_logger("tripwire.housekeeping")
     rounds = 0
@@ -167,7 +189,15 @@ async def _housekeeping(service: Service, goals: Goals, inbox: Inbox) -> None:
             log.exception("housekeeping failed; trying again next round")
 
 
-def run(rules: Path, data_dir: Path, host: str, port: int, log_level: str, limits: ConnectionLimits) -> None:
+def run(
+    rules: Path,
+    data_dir: Path,
+    host: str,
+    port: int,
+    log_level: str,
+    limits: ConnectionLimits,
+    cluster: ClusterConfig | None = None,
+) -> None:
     configure_logging(log_level)
     gc.set_threshold(100_000, 50, 100)
-    asyncio.run(serve(rules, data_dir, host, port, log_level=log_level, limits=limits))
+    asyncio.run(serve(rules, data_dir, host, port, log_level=log_level, limits=limits, cluster=cluster))

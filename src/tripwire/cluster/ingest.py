@@ -1,0 +1,159 @@
+"""`tripwire serve` as an ingest node of the cluster: the same HTTP API, with the events
+written to the Kafka topic (a request is answered 200 once the broker has them) and every
+read (fires, users, events, the quarantine, deliveries) answered from PostgreSQL.
+
+An ingest node keeps no state of its own, so any number of them can stand behind a load
+balancer. The decisions (accepted, late, duplicate) are the workers'; the node counts
+what it wrote as `queued`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tripwire.cluster.producer import EventProducer
+from tripwire.errors import NotRetryableError, StoreUnavailableError, TripwireError
+from tripwire.events import Event
+from tripwire.rules import Rules, load_rules
+from tripwire.server import views
+from tripwire.store import Store, Stores
+
+log = structlog.get_logger("tripwire.cluster")
+QUEUED: Final = "queued"
+DEFAULT_PARTITIONS: Final = 8
+
+
+class TopicError(TripwireError):
+    """The topic cannot be used (the broker cannot be reached, or refuses to create it)."""
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 15.0) -> int:
+    """The topic's partition count; the topic is created with `partitions` if it does not exist."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        found = admin.list_topics(topic=topic, timeout=timeout).topics.get(topic)
+        if found is not None and found.error is None and found.partitions:
+            return len(found.partitions)
+        future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])[topic]
+        try:
+            future.result(timeout=timeout)
+            log.info("topic created", topic=topic, partitions=partitions)
+        except Exception as exc:  # made by another node meanwhile, or refused
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+        described = admin.list_topics(topic=topic, timeout=timeout).topics[topic]
+        return len(described.partitions)
+    except Exception as exc:
+        raise TopicError(f"--topic {topic}: cannot use it on {bootstrap}: {exc}") from exc
+
+
+class ClusterService:
+    """The service behind the HTTP API of an ingest node (`tripwire.server.ports.ServiceAPI`)."""
+
+    def __init__(
+        self,
+        rules_path: str | Path,
+        stores: Stores,
+        *,
+        bootstrap: str,
+        topic: str,
+        partitions: int = DEFAULT_PARTITIONS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules_path = Path(rules_path)
+        self.rules: Rules = load_rules(self.rules_path)
+        self.stores = stores
+        self.store = stores.store  # fires, fire counts and deliveries are shared by every partition
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.clock = clock
+        self.listeners: list[Callable[[list[Any]], None]] = []  # fires are the workers': nothing to tell here
+        self._producer: EventProducer | None = None
+        self._kafka_ok = False
+
+    async def start(self) -> None:
+        self.partitions = await asyncio.to_thread(ensure_topic, self.bootstrap, self.topic, self.partitions)
+        self._producer = EventProducer(self.bootstrap, self.topic)
+        self._kafka_ok = True
+        log.info("ingest node started", topic=self.topic, partitions=self.partitions)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            left = await asyncio.to_thread(self._producer.close)
+            if left:
+                log.warning("events not acknowledged by the broker at stop (their requests got 503)", events=left)
+            self._producer = None
+
+    def ready(self) -> bool:
+        return self._producer is not None and self._kafka_ok
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def submit(self, events: list[Event]) -> list[str]:
+        if self._producer is None:
+            raise StoreUnavailableError("tripwire is not taking events right now")
+        try:
+            await self._producer.send(events)
+        except StoreUnavailableError:
+            self._kafka_ok = False
+            raise
+        self._kafka_ok = True
+        return [QUEUED] * len(events)
+
+    async def reload_rules(self) -> Rules:
+        """Validate the rules file again and use it here (the workers read theirs when they start)."""
+        self.rules = await asyncio.to_thread(load_rules, self.rules_path)
+        return self.rules
+
+    # -- reads, from PostgreSQL ---------------------------------------------------------------
+
+    def _logs(self) -> list[Store]:
+        return [self.stores.partition(p) for p in range(self.partitions)]
+
+    def triggers(self) -> list[dict[str, Any]]:
+        return views.triggers(self.rules, self.store.fire_counts())
+
+    def fires(
+        self, *, trigger: str | None = None, user: str | None = None, since_ms: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return [views.fire(row) for row in self.store.fires(trigger=trigger, user=user, since=since_ms, limit=limit)]
+
+    def user(self, uid: str) -> dict[str, Any] | None:
+        """The user as the partition holding their state or events sees them."""
+        for log_store in self._logs():
+            if log_store.user_state(uid) is not None or log_store.events(users=[uid], limit=1):
+                return views.user(log_store, self.rules, uid, self.stores.outbox)
+        return views.user(self.store, self.rules, uid, self.stores.outbox)  # fires only, if any
+
+    def events(self, *, user: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = []
+        for log_store in self._logs():
+            users = None if user is None else [user, *log_store.links_to(user)]
+            rows += log_store.events(users=users, limit=limit)
+        rows.sort(key=lambda row: row.received_at, reverse=True)
+        return [views.event(row) for row in rows[:limit]]
+
+    def quarantined(self, *, limit: int = 100, pending_only: bool = False) -> list[dict[str, Any]]:
+        rows = [row for s in self._logs() for row in s.quarantined(limit=limit, pending_only=pending_only)]
+        rows.sort(key=lambda row: row.quarantined_at, reverse=True)
+        return [views.quarantined(row) for row in rows[:limit]]
+
+    def quarantine_counts(self) -> tuple[int, int]:
+        counts = [s.quarantine_counts() for s in self._logs()]
+        return sum(total for total, _ in counts), sum(waiting for _, waiting in counts)
+
+    async def retry_quarantined(self, entry: int | None) -> list[dict[str, Any]]:
+        raise NotRetryableError(entry, "in the cluster, quarantined events cannot be sent through again yet")
+
+    def status(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partitions": self.partitions, "kafka_ok": self._kafka_ok, "store_ok": True}

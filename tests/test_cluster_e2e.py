@@ -1,0 +1,94 @@
+"""The cluster end to end, as a user runs it: `tripwire serve --cluster` takes events from a
+real Segment SDK and writes them to Kafka, `tripwire worker` decides them into PostgreSQL,
+and the ingest node's admin API shows the fires and the user."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import postgres_dsn
+from kafka_kit import broker, fresh_topic
+from serverproc import WRITE_KEY, ServerProcess
+
+RULES = """
+settings: {allowed_lateness: 1s}
+triggers:
+  welcome: {when: signup}
+  cart: {when: add_to_cart, unless: purchase, within: 2s}
+"""
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def test_events_from_a_segment_sdk_go_through_kafka_to_fires_the_ingest_node_shows(tmp_path: Path, schema: str) -> None:
+    from segment.analytics.client import Client
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    with fresh_topic(2) as topic:
+        env = {"TRIPWIRE_KAFKA": broker(), "TRIPWIRE_POSTGRES": postgres_dsn(), "TRIPWIRE_TOPIC": topic,
+               "TRIPWIRE_SCHEMA": schema}  # fmt: skip
+        node = ServerProcess(rules, tmp_path / "node", env=env, args=("--cluster",), log_level="info")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tripwire", "worker", "--rules", str(rules), "--group", f"g-{topic}"],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            node.start()
+            client = Client(WRITE_KEY, host=node.base, sync_mode=True)
+            client.identify("ada", {"email": "ada@example.com"})
+            client.track("ada", "signup")
+            client.track("bob", "add_to_cart", {"product_id": "p1"})
+            client.track("cyd", "add_to_cart", {"product_id": "p2"})
+            client.track("cyd", "purchase")
+            deadline = time.monotonic() + 60
+            with httpx.Client(headers=node.admin_headers, timeout=5) as admin:
+                while True:
+                    fires = admin.get(node.url("/api/fires")).json()["fires"]
+                    if {(f["trigger"], f["user_id"]) for f in fires} >= {("welcome", "ada"), ("cart", "bob")}:
+                        break
+                    assert worker.poll() is None, worker.communicate()[0]
+                    assert time.monotonic() < deadline, f"no fires: {fires}\n{node.log_tail()}"
+                    time.sleep(0.2)
+                user = admin.get(node.url("/api/users/ada")).json()
+                events = admin.get(node.url("/api/events"), params={"user": "cyd"}).json()["events"]
+                ready = httpx.get(node.url("/readyz"))
+            assert {(f["trigger"], f["user_id"]) for f in fires} == {("welcome", "ada"), ("cart", "bob")}
+            assert user["traits"]["email"] == "ada@example.com"
+            assert [e["event"]["event"] for e in reversed(events)] == ["add_to_cart", "purchase"]
+            assert {e["decision"] for e in events} == {"accepted"}
+            assert ready.status_code == 200
+        finally:
+            node.stop()
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=30)
+        assert worker.returncode == 0, output
+
+
+def test_the_cluster_flags_of_serve_go_with_cluster(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    result = subprocess.run(
+        [sys.executable, "-m", "tripwire", "serve", "--rules", str(rules), "--kafka", "127.0.0.1:9092"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "go with --cluster" in result.stderr
