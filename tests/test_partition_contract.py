@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,66 @@ def test_a_bad_owner_or_epoch_is_named(stores: Stores, call: str, message: str) 
                 batch.check_owner("1")  # type: ignore[arg-type]  # a caller's mistake, named
 
 
+# -- fires and deliveries know the partition that wrote them --------------------------------
+
+HOOKED = """
+actions:
+  hook: {type: webhook, url: "http://127.0.0.1:9/hooks", allow_private: true}
+settings: {allowed_lateness: 1s}
+triggers:
+  big: {when: buy, actions: [hook]}
+"""
+
+
+def test_fires_and_deliveries_are_read_with_the_partition_that_wrote_them(
+    location: StoreLocation, partition: int | None
+) -> None:
+    """The real pipeline writes through a partition's store; every read of a fire or a delivery names it."""
+    stores = location.open(partition)
+    pipeline = Pipeline(stores.store, parse_rules(HOOKED))
+    engine = pipeline.recover()
+    pipeline.step(engine, [[track("buy", "u1", "m1", T0)]], now=T0, watermark=T0 + 1)
+    own = FireRow("own", "t", "u2", None, 11, (), None, None, 12, False, partition)  # names its own partition
+    with stores.store.write() as batch:
+        batch.add_fires([fire("by-hand", 10), own])
+        batch.add_deliveries([delivery("by-hand", "u2")])
+        batch.save_users({"u2": b"u2's state"})
+    [fired] = stores.store.fires(trigger="big")
+    assert [(f.fire_id, f.partition) for f in stores.store.fires()] == [
+        (fired.fire_id, partition), ("own", partition), ("by-hand", partition),
+    ]  # fmt: skip
+    assert stores.store.fire(fired.fire_id) == fired and fired.partition == partition
+    outbox = stores.outbox
+    claimed = outbox.claim(now=T0, limit=10, lease_ms=1_000)
+    assert [(d.fire_id, d.partition) for d in claimed] == [("by-hand", partition), (fired.fire_id, partition)]
+    outbox.hold(claimed[0], T0 + 5, "quiet hours", T0)
+    outbox.drop(claimed[1], "dead", "gave up", T0)
+    assert {(d.status, d.partition) for d in outbox.find()} == {("pending", partition), ("dead", partition)}
+    assert [d.partition for d in outbox.find(fire_id=fired.fire_id, status="dead")] == [partition]
+    assert outbox.retry_dead(T0) == 1
+    assert [d.partition for d in outbox.claim(now=T0 + 5, limit=10, lease_ms=1_000)] == [partition, partition]
+    # Where the dispatcher renders a delivery from: the user's state and the events, in that partition's log.
+    log = stores.partition(claimed[0].partition)
+    assert log.user_state(claimed[0].user_id) == b"u2's state"
+    assert [e.message_id for e in stores.partition(claimed[1].partition).events_by_id(list(fired.events))] == ["m1"]
+
+
+def test_a_fire_naming_another_partition_is_refused(location: StoreLocation, partition: int | None) -> None:
+    store = location.open(partition).store
+    own = "None, the single-node log" if partition is None else str(partition)
+    message = f"fires[1].partition: 7 is not the partition this store writes ({own}): leave it None"
+    elsewhere = FireRow("f2", "t", "u1", None, 10, (), None, None, 11, False, 7)
+    with pytest.raises(ValueError, match=re.escape(message)), store.write() as batch:
+        batch.add_fires([fire("f1", 10), elsewhere])
+    assert store.fires() == []
+    with store.write() as batch:
+        batch.add_fires([fire("f1", 10)])
+    [kept] = store.fires()
+    with store.write() as batch:
+        batch.add_fires([kept])  # a fire read back names this store's partition: recorded again, ignored
+    assert store.fires() == [kept]
+
+
 # -- partitions ------------------------------------------------------------------------------
 
 
@@ -278,7 +339,7 @@ def test_each_partition_keeps_its_own_log_and_shares_fires_and_the_outbox(postgr
             batch.save_links({"a1": f"{name}-target"})
             batch.save_meta(name.encode())
             batch.add_fires([fire(f"{name}-f", 10), fire("shared-f", 10)])
-            batch.add_deliveries([delivery("shared-f")])
+            batch.add_deliveries([delivery("shared-f"), delivery(f"{name}-f")])
             batch.quarantine([QuarantineRow(0, "same", "u1", None, 11, 16, 20, f"{name} bad", b"{}")], ["same"])
             batch.save_position("topic:0", len(name))
     entries = {name: store.quarantined()[0].id for name, store in logs.items()}
@@ -304,10 +365,21 @@ def test_each_partition_keeps_its_own_log_and_shares_fires_and_the_outbox(postgr
         assert all(store.quarantine_entry(entries[other]) is None for other in others)
         assert store.load_position("topic:0") == len(name)
         # Fires are shared: each is recorded once, whichever partition emitted it, and read from any.
-        assert sorted(f.fire_id for f in store.fires()) == ["p0-f", "p1-f", "shared-f", "whole-f"]
-        assert store.fire_counts() == {"t": (4, 0)} and store.fire("p0-f") is not None
-    assert [(d.fire_id, d.action) for d in whole.outbox.find()] == [("shared-f", "hook")]
+        # Each keeps the partition that recorded it first (the single-node log wrote "shared-f" first).
+        assert sorted((f.fire_id, f.partition) for f in store.fires()) == [
+            ("p0-f", 0), ("p1-f", 1), ("shared-f", None), ("whole-f", None),
+        ]  # fmt: skip
+        assert store.fire_counts() == {"t": (4, 0)}
+        assert [store.fire(f"{other}-f") for other in logs] == [
+            fire("whole-f", 10), replace(fire("p0-f", 10), partition=0), replace(fire("p1-f", 10), partition=1),
+        ]  # fmt: skip
+    assert [(d.fire_id, d.action, d.partition) for d in whole.outbox.find()] == [
+        ("p1-f", "hook", 1), ("p0-f", "hook", 0), ("whole-f", "hook", None), ("shared-f", "hook", None),
+    ]  # fmt: skip
     assert p0.outbox.find() == whole.outbox.find()
+    # A dispatcher reads a delivery's user state from the log that queued it.
+    states = {d.fire_id: whole.partition(d.partition).user_state("u1") for d in whole.outbox.claim(100, 10, 1_000)}
+    assert states == {"whole-f": b"whole", "p0-f": b"p0", "p1-f": b"p1", "shared-f": b"whole"}
     # Each partition has its own owner: a claim of one fences no other.
     assert [store.claim_owner(name) for name, store in logs.items()] == [1, 1, 1]
     assert p1.claim_owner("p1-again") == 2
@@ -344,9 +416,20 @@ def test_a_schema_of_version_1_becomes_the_single_node_log(postgres_location: St
             "INSERT INTO quarantine (message_id, ts, received_at, quarantined_at, reason, body)"
             " VALUES ('q', 1, 2, 3, 'bad', 'z')"
         )
+        conn.execute(
+            "INSERT INTO fires (fire_id, trigger, user_id, key, fire_time, events, emitted_at)"
+            " VALUES ('f', 't', 'u1', 'null', 5, '[\"a\"]', 6)"
+        )
+        conn.execute(
+            "INSERT INTO deliveries (fire_id, action, channel, trigger, user_id, status, next_at, created_at,"
+            " updated_at) VALUES ('f', 'hook', 'webhook', 't', 'u1', 'pending', 6, 6, 6)"
+        )
     stores = postgres_location.open()
     store = stores.store
-    assert [v for v, _ in store.migrations()] == [1, 2]
+    assert [v for v, _ in store.migrations()] == [1, 2, 3]
+    # Migration 3: the fires and deliveries there are the single-node log's.
+    assert store.fire("f") == FireRow("f", "t", "u1", None, 5, ("a",), None, None, 6, False, None)
+    assert [(d.fire_id, d.partition) for d in stores.outbox.claim(6, 10, 1_000)] == [("f", None)]
     assert [(r.message_id, r.decision) for r in store.iter_log()] == [("a", "accepted"), ("b", "late")]
     assert (store.user_state("u1"), store.load_links(), store.load_meta()) == (b"state", {"a1": "u1"}, b"meta")
     assert [q.message_id for q in store.quarantined()] == ["q"] and stores.goals.cursor() == (5, 6)
@@ -354,5 +437,12 @@ def test_a_schema_of_version_1_becomes_the_single_node_log(postgres_location: St
     assert (list(other.iter_log()), other.load_meta(), other.quarantined()) == ([], None, [])
     with psycopg.connect(str(postgres_location.where)) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(postgres_location.schema)))
-        with pytest.raises(psycopg.errors.NotNullViolation, match="part"):
-            conn.execute("INSERT INTO users (uid, state) VALUES ('u2', 'x')")
+        for insert in (
+            "INSERT INTO users (uid, state) VALUES ('u2', 'x')",
+            "INSERT INTO fires (fire_id, trigger, user_id, key, fire_time, events, emitted_at)"
+            " VALUES ('g', 't', 'u1', 'null', 5, '[]', 6)",
+            "INSERT INTO deliveries (fire_id, action, channel, trigger, user_id, status, next_at, created_at,"
+            " updated_at) VALUES ('g', 'hook', 'webhook', 't', 'u1', 'pending', 6, 6, 6)",
+        ):
+            with pytest.raises(psycopg.errors.NotNullViolation, match="part"), conn.transaction():
+                conn.execute(insert)

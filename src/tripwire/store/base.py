@@ -49,6 +49,9 @@ class FireRow:
     detail: str | None
     emitted_at: int
     holdout: bool = False
+    # The Kafka partition whose log recorded it (None: the single-node log). Written as None:
+    # the store fills in the partition it is scoped to, and every read returns it.
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +96,13 @@ class Batch(Protocol):
     def save_meta(self, meta: bytes) -> None: ...
 
     def add_fires(self, fires: list[FireRow]) -> None:
-        """Record fires; a fire_id already recorded is ignored."""
+        """Record fires as this store's partition's; a fire_id already recorded is ignored (and keeps its partition).
+
+        A fire's `partition` is None or the store's own; another is a `ValueError`.
+        """
 
     def add_deliveries(self, rows: list[NewDelivery]) -> None:
-        """Queue deliveries; one (fire_id, action) already queued is ignored."""
+        """Queue deliveries as this store's partition's; one (fire_id, action) already queued is ignored."""
 
     def quarantine(self, rows: list[QuarantineRow], logged: list[str]) -> None:
         """Keep `rows` in the quarantine; the accepted log rows of `logged` become quarantined."""
@@ -117,7 +123,7 @@ class Store(Protocol):
 
     `partition` is the log the per-log reads and writes are scoped to (events, users,
     links, meta, quarantine, positions, owner): None for the single-node log. Fires are
-    shared by every partition.
+    shared by every partition, each keeping the partition that recorded it (`FireRow.partition`).
     """
 
     @property
@@ -220,6 +226,9 @@ class DeliveryRow:
     created_at: int
     updated_at: int
     delivered_at: int | None
+    # The Kafka partition whose batch queued it (None: the single-node log): where its fire's
+    # user state and events are (`Stores.partition(row.partition)`).
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

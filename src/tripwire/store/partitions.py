@@ -1,5 +1,5 @@
 """What every adapter checks the same way for a worker's partitions: partition numbers,
-positions in a source, and the owner's epoch.
+positions in a source, the owner's epoch, and the partition a fire names.
 
 A store scoped to partition N keeps that Kafka partition's log (its events, users, links,
 meta, quarantine, positions and owner); partition None is the single-node log.
@@ -7,9 +7,11 @@ meta, quarantine, positions and owner); partition None is the single-node log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from tripwire.errors import TripwireError
+from tripwire.store.base import FireRow
 
 # The partition column's value for the single-node log (partition None): no Kafka partition is negative.
 SINGLE_LOG: Final = -1
@@ -57,3 +59,14 @@ def check_owner(owner: object) -> None:
 def check_epoch(epoch: object) -> None:
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise ValueError(f"epoch: {epoch!r} is not an epoch (the whole number claim_owner returned)")
+
+
+def check_fire_partitions(fires: Sequence[FireRow], partition: int | None) -> None:
+    """A fire is recorded as the writing store's partition's: it may name none, or that one."""
+    own = "None, the single-node log" if partition is None else str(partition)
+    for i, fire in enumerate(fires):
+        if fire.partition is not None and fire.partition != partition:
+            raise ValueError(
+                f"fires[{i}].partition: {fire.partition!r} is not the partition this store writes ({own}):"
+                " leave it None, and the store records the partition that writes the fire"
+            )

@@ -4,7 +4,7 @@ The semantics are those of the SQLite adapter (`store.sqlite`), held to by the s
 contract tests; `postgres_db.PostgresDatabase` holds the pool, schema and migrations.
 A store is scoped to one partition's log: every per-log table (events, users, links, meta,
 quarantine, positions, owner) has a `part` column in its key, and every query of this
-module names it. Fires are shared by all partitions.
+module names it. Fires are shared by all partitions; each keeps the `part` that recorded it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
 from tripwire.store.partitions import (
     SINGLE_LOG,
     check_epoch,
+    check_fire_partitions,
     check_owner,
     check_partition,
     check_position,
@@ -35,6 +36,7 @@ _QUARANTINE_COLUMNS = (
     "id, message_id, user_id, anonymous_id, ts, received_at, quarantined_at, reason, body, retried_at, retry_decision"
 )
 _FIRE_COLUMNS = "fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout"
+_FIRE_READ = f"{_FIRE_COLUMNS}, NULLIF(part, {SINGLE_LOG})"  # the single-node log's -1 is read as None
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -44,10 +46,10 @@ def _quarantine_row(row: tuple[Any, ...]) -> QuarantineRow:
 
 
 def _fire_row(row: tuple[Any, ...]) -> FireRow:
-    fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout = row
+    fire_id, trigger, user_id, key, fire_time, events, suppressed, detail, emitted_at, holdout, partition = row
     return FireRow(
         fire_id, trigger, user_id, _decode(key), fire_time, tuple(_decode(events)), suppressed, detail, emitted_at,
-        holdout,
+        holdout, partition,
     )  # fmt: skip
 
 
@@ -144,17 +146,20 @@ class PostgresBatch:
 
     def add_deliveries(self, rows: list[NewDelivery]) -> None:
         self._many(
-            "INSERT INTO deliveries (fire_id, action, channel, trigger, user_id, status, next_at, created_at,"
-            " updated_at) VALUES (%s, %s, %s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (fire_id, action) DO NOTHING",
-            [(d.fire_id, d.action, d.channel, d.trigger, d.user_id, d.next_at, d.next_at, d.next_at) for d in rows],
-        )
+            "INSERT INTO deliveries (part, fire_id, action, channel, trigger, user_id, status, next_at, created_at,"
+            " updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (fire_id, action)"
+            " DO NOTHING",
+            [(self.part, d.fire_id, d.action, d.channel, d.trigger, d.user_id, d.next_at, d.next_at, d.next_at)
+             for d in rows],
+        )  # fmt: skip
 
     def add_fires(self, fires: list[FireRow]) -> None:
+        check_fire_partitions(fires, None if self.part == SINGLE_LOG else self.part)
         self._many(
-            f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO fires (part, {_FIRE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (fire_id) DO NOTHING",
-            [(f.fire_id, f.trigger, f.user_id, _encode(f.key).decode(), f.fire_time, _encode(list(f.events)).decode(),
-              f.suppressed, f.detail, f.emitted_at, f.holdout) for f in fires],
+            [(self.part, f.fire_id, f.trigger, f.user_id, _encode(f.key).decode(), f.fire_time,
+              _encode(list(f.events)).decode(), f.suppressed, f.detail, f.emitted_at, f.holdout) for f in fires],
         )  # fmt: skip
 
 
@@ -256,7 +261,7 @@ class PostgresStore:
         self, *, trigger: str | None = None, user: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[FireRow]:
         where, params = filtered((("trigger = %s", trigger), ("user_id = %s", user), ("fire_time >= %s", since)))
-        query = f"SELECT {_FIRE_COLUMNS} FROM fires{where} ORDER BY fire_time DESC, n DESC LIMIT %s"
+        query = f"SELECT {_FIRE_READ} FROM fires{where} ORDER BY fire_time DESC, n DESC LIMIT %s"
         return [_fire_row(row) for row in self._rows(query, (*params, limit))]
 
     def fire_counts(self) -> dict[str, tuple[int, int]]:
@@ -280,7 +285,7 @@ class PostgresStore:
         return [LogRow(*row) for row in rows]
 
     def fire(self, fire_id: str) -> FireRow | None:
-        rows = self._rows(f"SELECT {_FIRE_COLUMNS} FROM fires WHERE fire_id = %s", (fire_id,))
+        rows = self._rows(f"SELECT {_FIRE_READ} FROM fires WHERE fire_id = %s", (fire_id,))
         return _fire_row(rows[0]) if rows else None
 
     def events_by_id(self, message_ids: list[str]) -> list[LogRow]:

@@ -177,6 +177,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "the partition that recorded each fire and queued each delivery",
+        # As in migration 2: rows already there are the single-node log's (-1), and the default
+        # is dropped so a write that forgets its partition fails. Not in any key: a fire_id and a
+        # (fire_id, action) stay unique across partitions, and no read selects by partition.
+        """
+        ALTER TABLE fires ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE fires ALTER COLUMN part DROP DEFAULT;
+        ALTER TABLE deliveries ADD COLUMN part INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE deliveries ALTER COLUMN part DROP DEFAULT;
+        """,
+    ),
 ]
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from tripwire.store.base import Attempt, DeliveryRow
+from tripwire.store.partitions import SINGLE_LOG
 from tripwire.store.postgres_db import PostgresDatabase
 from tripwire.store.sqlite import filtered
 
 _COLUMNS = (
     "id, fire_id, action, channel, trigger, user_id, status, attempts, next_at, reason, created_at, updated_at,"
-    " delivered_at"
+    f" delivered_at, NULLIF(part, {SINGLE_LOG})"  # the partition that queued it; the single-node log's -1 is None
 )
 
 

@@ -14,7 +14,14 @@ import msgspec
 
 from tripwire.errors import FencedError
 from tripwire.store.base import FireRow, LogRow, NewDelivery, QuarantineRow
-from tripwire.store.partitions import check_epoch, check_owner, check_position, check_source, describe
+from tripwire.store.partitions import (
+    check_epoch,
+    check_fire_partitions,
+    check_owner,
+    check_position,
+    check_source,
+    describe,
+)
 from tripwire.store.sqlite_schema import MIGRATIONS
 
 __all__ = [
@@ -212,6 +219,7 @@ class SqliteBatch:
         )
 
     def add_fires(self, fires: list[FireRow]) -> None:
+        check_fire_partitions(fires, None)  # one log: every fire read back has partition None
         self.conn.executemany(
             f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (fire_id) DO NOTHING",
