@@ -3,6 +3,8 @@ state and its offset committed together, a zombie fenced, bad records skipped.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -135,6 +137,13 @@ def test_a_topic_filled_before_the_worker_starts_gives_the_fires_of_a_replay(rul
         assert positions(schema, topic, 3) and sum(p or 0 for p in positions(schema, topic, 3)) == len(events)
         # each partition's log replays to exactly its fires
         assert replayed_partitions(rules, schema, 3) == want
+        # and `tripwire fires --postgres --json` prints them as a replay does (SPEC §4)
+        printed = subprocess.run(
+            [sys.executable, "-m", "tripwire", "fires", "--postgres", postgres_dsn(), "--schema", schema, "--json",
+             "--limit", "0"], check=True, capture_output=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+        by_id = {f["fire_id"]: f for f in map(msgspec.json.decode, printed)}
+        assert len(by_id) == len(printed) and by_id == {f["fire_id"]: f for f in expected.fires}
 
 
 def test_a_restarted_worker_resumes_where_its_state_is_and_repeats_nothing(rules: Path, schema: str) -> None:

@@ -21,7 +21,7 @@ from rich.table import Table
 from tripwire import __version__
 from tripwire.durations import format_duration, parse_duration
 from tripwire.engine import Fire
-from tripwire.errors import DurationError, RulesError
+from tripwire.errors import DurationError, RulesError, TripwireError
 from tripwire.redact import redact_text, redact_url
 from tripwire.replay import Replayer, ReplayStats, open_events, parse_until, replay_store
 from tripwire.rules import Rules, Trigger, parse_rules
@@ -29,7 +29,7 @@ from tripwire.rules.source import read_rules_file
 from tripwire.timestamps import format_ms
 
 if TYPE_CHECKING:
-    from tripwire.store import Outbox
+    from tripwire.store import FireRow, Outbox
 
 PROGRESS_MIN_BYTES = 1_000_000
 _encode_line = msgspec.json.Encoder().encode
@@ -379,31 +379,49 @@ def worker(
 
 @main.command()
 @click.option("--data", "data_dir", default="./tripwire-data", show_default=True, help="The server's data folder.")
+@click.option("--postgres", metavar="DSN", help="A cluster's PostgreSQL instead of a data folder.")
+@click.option("--schema", default="tripwire", show_default=True, help="With --postgres: the schema.")
 @click.option("--trigger", help="Only this trigger's fires.")
 @click.option("--user", help="Only this user's fires.")
 @click.option("--since", metavar="ISO", help="Only fires at or after this time.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of a table.")
-def fires(data_dir: str, trigger: str | None, user: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """List the fires a server recorded, newest first, with why suppressed ones were.
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0, 10_000_000), help="0: every fire.")
+@click.option("--json", "as_json", is_flag=True, help="One fire a line as SPEC §4 gives it (as replay prints them).")
+def fires(
+    data_dir: str,
+    postgres: str | None,
+    schema: str,
+    trigger: str | None,
+    user: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the fires a server (or a cluster) recorded, newest first, with why suppressed ones were.
 
     Example: tripwire fires --data tripwire-data --trigger cart_abandonment --limit 20
     """
     from tripwire.server import views
-    from tripwire.store import SqliteStore
+    from tripwire.store import StoreLocationError, open_stores
 
-    if not (Path(data_dir) / "tripwire.db").exists():
+    if postgres is None and not (Path(data_dir) / "tripwire.db").exists():
         raise click.BadParameter(f"{data_dir} holds no tripwire store", param_hint="--data")
     try:
         since_ms = parse_until(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc).replace("--until", "--since"), param_hint="--since") from None
-    store = SqliteStore(data_dir)
-    rows = [views.fire(row) for row in store.fires(trigger=trigger, user=user, since=since_ms, limit=limit)]
+    try:
+        stores = open_stores(postgres if postgres is not None else data_dir, schema=schema)
+    except (StoreLocationError, TripwireError) as exc:  # a bad DSN, or a server that cannot be reached
+        raise click.BadParameter(str(exc), param_hint="--postgres") from None
+    try:
+        found = stores.store.fires(trigger=trigger, user=user, since=since_ms, limit=limit or 2**62)
+    finally:
+        stores.close()
     if as_json:
-        for row in rows:
-            sys.stdout.buffer.write(_encode_line(row) + b"\n")
+        for fire in found:
+            sys.stdout.buffer.write(_encode_line(_spec_fire(fire)) + b"\n")
         return
+    rows = [views.fire(row) for row in found]
     table = Table()
     for column in ("fire_time", "trigger", "user_id", "key", "events", "suppressed"):
         table.add_column(column)
@@ -412,6 +430,12 @@ def fires(data_dir: str, trigger: str | None, user: str | None, since: str | Non
         cells = (row["fire_time"], row["trigger"], row["user_id"], _text(row["key"]), ", ".join(row["events"]), reason)
         table.add_row(*(escape(cell) for cell in cells))
     Console(highlight=False).print(table)
+
+
+def _spec_fire(row: FireRow) -> dict[str, object]:
+    """A recorded fire with exactly the fields of SPEC §4, as `tripwire replay` prints it."""
+    return {"trigger": row.trigger, "user_id": row.user_id, "key": row.key, "fire_time": format_ms(row.fire_time),
+            "fire_id": row.fire_id, "events": list(row.events), "suppressed": row.suppressed}  # fmt: skip
 
 
 def _text(value: object) -> str:
