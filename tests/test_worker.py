@@ -144,6 +144,12 @@ def test_a_topic_filled_before_the_worker_starts_gives_the_fires_of_a_replay(rul
         ).stdout.splitlines()  # fmt: skip
         by_id = {f["fire_id"]: f for f in map(msgspec.json.decode, printed)}
         assert len(by_id) == len(printed) and by_id == {f["fire_id"]: f for f in expected.fires}
+        # `tripwire replay --postgres` replays each partition's log: the same fires again
+        replayed = subprocess.run(
+            [sys.executable, "-m", "tripwire", "replay", str(rules), "--postgres", postgres_dsn(), "--schema", schema,
+             "--kafka", broker(), "--topic", topic, "--quiet"], check=True, capture_output=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+        assert sorted(replayed) == sorted(printed)
 
 
 def test_a_restarted_worker_resumes_where_its_state_is_and_repeats_nothing(rules: Path, schema: str) -> None:

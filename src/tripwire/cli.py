@@ -135,21 +135,39 @@ def check(rules: str) -> None:
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.argument("events", type=str)
+@click.argument("events", type=str, required=False)
 @click.option("--until", metavar="ISO", help="End of the replay: fire timers due by this time too.")
 @click.option("--out", "out_path", metavar="FILE", help="Write fires here instead of stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def replay(rules: str, events: str, until: str | None, out_path: str | None, quiet: bool) -> None:
+@click.option("--postgres", metavar="DSN", help="Replay a cluster's logs (one per partition) instead of EVENTS.")
+@click.option("--kafka", metavar="BOOTSTRAP", help="With --postgres: the broker. [env TRIPWIRE_KAFKA]")
+@click.option("--topic", help="With --postgres: the topic. [env TRIPWIRE_TOPIC; rules settings.topic]")
+@click.option("--schema", help="With --postgres: the schema. [env TRIPWIRE_SCHEMA; tripwire]")
+def replay(
+    rules: str,
+    events: str | None,
+    until: str | None,
+    out_path: str | None,
+    quiet: bool,
+    postgres: str | None,
+    kafka: str | None,
+    topic: str | None,
+    schema: str | None,
+) -> None:
     """Run EVENTS through RULES and write every fire as one JSON object a line.
 
     EVENTS is JSONL in arrival order: a .jsonl or .jsonl.gz file, or - for stdin.
     It may also be a server's data folder: its log is replayed with the acceptance
     the server recorded, up to the server's watermark, giving the fires it gave.
+    With --postgres (and the topic's broker and name), each partition's log of a cluster
+    is replayed the same way, giving the cluster's fires.
     Suppressed fires are written too, with their reason. A summary goes to stderr.
 
     Example: tripwire replay examples/shop/rules.yaml events.jsonl.gz --out fires.jsonl
     """
     loaded = _load(rules)
+    if (events is None) == (postgres is None):
+        raise click.UsageError("give EVENTS (a JSONL file, -, a data folder) or --postgres, one of them")
     # The engine keeps many small long-lived objects and makes no reference cycles, so
     # reference counting frees all it drops; the cycle collector would only walk the live
     # state again and again (a third of the run time with 100,000 users).
@@ -159,6 +177,10 @@ def replay(rules: str, events: str, until: str | None, out_path: str | None, qui
         until_ms = parse_until(until)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from None
+    if events is None:
+        flags = {"kafka": kafka, "topic": topic, "postgres": postgres, "schema": schema}
+        _replay_cluster(loaded, flags, until_ms, out_path, quiet)
+        return
     if events != "-" and Path(events).is_dir():
         _replay_store(loaded, Path(events), until_ms, out_path, quiet)
         return
@@ -217,6 +239,51 @@ def _replay_store(rules: Rules, data_dir: Path, until_ms: int | None, out_path: 
         out.flush()
     if not quiet:
         _summary(_err(), stats, rules)
+
+
+def _replay_cluster(
+    rules: Rules, flags: dict[str, str | None], until_ms: int | None, out_path: str | None, quiet: bool
+) -> None:
+    """Each partition's log, replayed as the worker recorded it; the fires of all of them."""
+    from confluent_kafka.admin import AdminClient
+
+    from tripwire.config import ConfigError, cluster_config
+    from tripwire.store import open_stores
+
+    try:
+        config = cluster_config(flags, rules)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    found = AdminClient({"bootstrap.servers": config.kafka}).list_topics(topic=config.topic, timeout=15)
+    described = found.topics.get(config.topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise click.BadParameter(f"no topic {config.topic} on {config.kafka}", param_hint="--topic")
+    try:
+        stores = open_stores(config.postgres, schema=config.schema)
+    except (ValueError, TripwireError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--postgres") from None
+    total = ReplayStats()
+    with ExitStack() as stack:
+        stack.callback(stores.close)
+        out: IO[bytes] = stack.enter_context(Path(out_path).open("wb")) if out_path else sys.stdout.buffer
+        for partition in sorted(described.partitions):
+            stats = replay_store(Replayer(rules, _writer(out)), stores.partition(partition), until_ms)
+            total = _added(total, stats)
+        out.flush()
+    if not quiet:
+        _summary(_err(), total, rules)
+
+
+def _added(total: ReplayStats, more: ReplayStats) -> ReplayStats:
+    """The stats of two replays as one."""
+    names = ("read", "accepted", "late", "duplicate", "quarantined", "timers_quarantined", "bad")
+    counts = {name: getattr(total, name) + getattr(more, name) for name in names}
+    summed = ReplayStats(**counts)
+    for name in ("fires", "decided", "suppressed"):
+        getattr(summed, name).update(getattr(total, name))
+        getattr(summed, name).update(getattr(more, name))
+    summed.bad_events = [*total.bad_events, *more.bad_events]
+    return summed
 
 
 def _summary(console: Console, stats: ReplayStats, rules: Rules) -> None:
