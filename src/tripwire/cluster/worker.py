@@ -32,6 +32,7 @@ from tripwire.store import Stores, open_stores
 log = structlog.get_logger("tripwire.cluster")
 # librdkafka's "no offset known yet" for a high watermark not fetched so far.
 _UNKNOWN = -1001
+_END_TIMEOUT_S = 2.0  # asking the broker for a partition's end after an assignment
 
 
 def consumer_settings(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.settings = consumer_settings(bootstrap, group, **(kafka_settings or {}))
         self.partitions: dict[int, PartitionLog] = {}
+        self._ends: dict[int, int] = {}  # each held partition's end as the broker gave it after the assignment
         self._stores: Stores | None = None
         self._stopping = threading.Event()
 
@@ -140,15 +142,33 @@ class Worker:
                 log.info("offset commit for monitoring failed", error=str(exc))
 
     def _end(self, consumer: Consumer, partition: int) -> int | None:
-        """The partition's end offset as the last fetch saw it (no broker round trip)."""
-        _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
-        return None if high == _UNKNOWN else int(high)
+        """The partition's end offset as the last fetch saw it, None while unknown.
+
+        The cached end is kept by the consumer across assignments: for a partition this
+        worker held before, it is where the partition ended then, and a position the
+        other owner left past it would look caught up and make every record since late.
+        So the first call after an assignment asks the broker (one round trip), and the
+        end is never taken below that answer; until the broker answers, it is unknown."""
+        tp = TopicPartition(self.topic, partition)
+        floor = self._ends.get(partition)
+        if floor is None:
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=_END_TIMEOUT_S, cached=False)
+            except KafkaException as exc:
+                log.info("partition end not known yet", partition=f"{self.topic}:{partition}", error=str(exc))
+                return None
+            if high == _UNKNOWN:
+                return None
+            floor = self._ends[partition] = int(high)
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        return floor if high == _UNKNOWN else max(floor, int(high))
 
     # -- rebalancing ---------------------------------------------------------------------
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._stores is not None
         for tp in partitions:
+            self._ends.pop(tp.partition, None)  # asked again: the cached one may be from an earlier assignment
             plog = PartitionLog(self._stores.partition(tp.partition), self.rules, self.topic, tp.partition, self.owner)
             self.partitions[tp.partition] = plog
             tp.offset = plog.position
@@ -166,6 +186,7 @@ class Worker:
         self._revoke(consumer, partitions)
 
     def _release(self, partition: int) -> None:
+        self._ends.pop(partition, None)
         plog = self.partitions.pop(partition, None)
         if plog is not None:
             log.info("partition released", partition=plog.source, position=plog.position, **vars(plog.stats))
