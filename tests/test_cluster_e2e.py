@@ -4,6 +4,7 @@ and the ingest node's admin API shows the fires and the user."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,13 +19,16 @@ import pytest
 
 from conftest import postgres_dsn
 from kafka_kit import broker, fresh_topic
+from receiver import receiver
 from serverproc import WRITE_KEY, ServerProcess
 
 RULES = """
 settings: {allowed_lateness: 1s}
 triggers:
-  welcome: {when: signup}
+  welcome: {when: signup, actions: [hook]}
   cart: {when: add_to_cart, unless: purchase, within: 2s}
+actions:
+  hook: {type: webhook, url: "HOOK", allow_private: true}
 """
 
 
@@ -43,8 +47,8 @@ def test_events_from_a_segment_sdk_go_through_kafka_to_fires_the_ingest_node_sho
     from segment.analytics.client import Client
 
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    with fresh_topic(2) as topic:
+    with receiver() as hook, fresh_topic(2) as topic:
+        rules.write_text(RULES.replace("HOOK", hook.url + "/hook"))
         env = {"TRIPWIRE_KAFKA": broker(), "TRIPWIRE_POSTGRES": postgres_dsn(), "TRIPWIRE_TOPIC": topic,
                "TRIPWIRE_SCHEMA": schema}  # fmt: skip
         node = ServerProcess(rules, tmp_path / "node", env=env, args=("--cluster",), log_level="info")
@@ -77,6 +81,14 @@ def test_events_from_a_segment_sdk_go_through_kafka_to_fires_the_ingest_node_sho
             assert [e["event"]["event"] for e in reversed(events)] == ["add_to_cart", "purchase"]
             assert {e["decision"] for e in events} == {"accepted"}
             assert ready.status_code == 200
+            # the ingest node delivers from the cluster's outbox, with the user's traits from their partition
+            while not hook.requests:
+                assert time.monotonic() < deadline, f"no delivery\n{node.log_tail()}"
+                time.sleep(0.1)
+            [sent] = hook.requests
+            body = json.loads(sent.body)
+            assert body["fire"]["trigger"] == "welcome" and body["user"]["traits"]["email"] == "ada@example.com"
+            assert sent.headers["webhook-id"] == body["fire"]["fire_id"]
         finally:
             node.stop()
             worker.send_signal(signal.SIGTERM)
@@ -86,7 +98,7 @@ def test_events_from_a_segment_sdk_go_through_kafka_to_fires_the_ingest_node_sho
 
 def test_the_cluster_flags_of_serve_go_with_cluster(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(RULES.replace("HOOK", "http://127.0.0.1:9/hook"))
     result = subprocess.run(
         [sys.executable, "-m", "tripwire", "serve", "--rules", str(rules), "--kafka", "127.0.0.1:9092"],
         check=False, capture_output=True, text=True, timeout=60,

@@ -81,8 +81,11 @@ class Dispatcher:
         rng: random.Random | None = None,
         resolver: Resolver = system_resolver,
         release_at_start: bool = True,
+        log_of: Callable[[DeliveryRow], Store] | None = None,
     ) -> None:
         self.release_at_start = release_at_start  # one node's outbox: every lease left is its own
+        # The log holding a delivery's user and events: a cluster keeps one per partition.
+        self.log_of = log_of if log_of is not None else (lambda _row: store)
         self.store = store
         self.outbox = outbox
         self.rules = rules
@@ -218,7 +221,8 @@ class Dispatcher:
         return False
 
     def _message(self, row: DeliveryRow, action: ActionConfig) -> Message:
-        fire_row = self.store.fire(row.fire_id)
+        log_store = self.log_of(row)
+        fire_row = log_store.fire(row.fire_id)
         if fire_row is None:
             raise LookupError(f"the fire {row.fire_id} of delivery {row.id} is not in the store")
         fire = {
@@ -230,9 +234,9 @@ class Dispatcher:
             "events": list(fire_row.events),
             "suppressed": fire_row.suppressed,
         }
-        state = self.store.user_state(row.user_id)
+        state = log_store.user_state(row.user_id)
         traits = describe_user(state)["traits"] if state is not None else {}
-        events = [_decode(e.body) for e in self.store.events_by_id(list(fire_row.events))]
+        events = [_decode(e.body) for e in log_store.events_by_id(list(fire_row.events))]
         return Message(row.id, action, fire, {"id": row.user_id, "traits": traits}, events, row.attempts + 1)
 
     async def _record(

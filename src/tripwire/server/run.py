@@ -31,7 +31,7 @@ from tripwire.server.inbox import inbox_routes
 from tripwire.server.logs import PROCESSORS, RedactingFormatter
 from tripwire.server.metrics import Metrics
 from tripwire.server.service import Service
-from tripwire.store import Goals, open_stores
+from tripwire.store import DeliveryRow, Goals, Store, Stores, open_stores
 
 if TYPE_CHECKING:
     from tripwire.cluster.ingest import ClusterService
@@ -124,6 +124,8 @@ async def serve(
         service.store, outbox, lambda: service.rules, functools.partial(make_channel, inbox=inbox),
         # several nodes share a cluster's outbox: a lease held by another is not this one's to release
         release_at_start=cluster is None,
+        # a cluster's user lives in the partition that fired (one pool serves them all)
+        log_of=None if cluster is None else _partition_logs(stores),
     )  # fmt: skip
     dispatcher.listeners.append(metrics.on_delivery)
     loop = asyncio.get_running_loop()
@@ -170,6 +172,19 @@ async def serve(
         await asyncio.gather(sending, housekeeping, return_exceptions=True)
         await service.stop()
         stores.close()
+
+
+def _partition_logs(stores: Stores) -> Callable[[DeliveryRow], Store]:
+    """The log of each delivery's partition, one store object a partition."""
+    logs: dict[int | None, Store] = {}
+
+    def log_of(row: DeliveryRow) -> Store:
+        found = logs.get(row.partition)
+        if found is None:
+            found = logs[row.partition] = stores.partition(row.partition)
+        return found
+
+    return log_of
 
 
 async def _housekeeping(service: Service | ClusterService, goals: Goals, inbox: Inbox) -> None:
