@@ -1,5 +1,6 @@
-"""Failover on a real broker and PostgreSQL: `tripwire worker` processes killed (SIGKILL)
-while their partitions have records coming, and every record decided as a replay would.
+"""Failover on a real broker and PostgreSQL: `tripwire worker` processes under load, killed
+(SIGKILL) and paused (SIGSTOP) at random moments; at the end every record decided once,
+the fires in PostgreSQL those of a replay of each partition, none recorded twice.
 
 The workers run the real command with the wall clock, so the events are stamped with it
 as they are sent, and the windows are seconds long. A worker's session timeout is the
@@ -8,10 +9,13 @@ command's fixed 10 s, so a killed worker's partitions move after about that long
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,13 +25,19 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from conftest import postgres_dsn
 from kafka_kit import broker, fresh_topic, produce
+from tripwire.arrival import receive_event
+from tripwire.cluster.producer import EventProducer
+from tripwire.engine import Fire
 from tripwire.engine.snapshot import saved_watermark
+from tripwire.replay import Replayer, replay_events, replay_store
+from tripwire.rules import load_rules
 from tripwire.store import open_stores
-from tripwire.timestamps import format_ms
+from tripwire.timestamps import format_ms, parse_ms
 
 RULES = """
 settings: {allowed_lateness: 3s}
@@ -36,6 +46,8 @@ triggers:
   three: {when: song, count: 3, within: 5s}
   idle: {inactive: 4s, of: song}
 """
+LONGEST_MS = 5_000  # the longest window: every timer is due by then after the last event
+LATENESS_MS = 3_000
 PARTITIONS = 4
 SESSION_S = 10  # the worker's session timeout (not a flag of the command)
 
@@ -53,6 +65,13 @@ def rules(tmp_path: Path) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
     return path
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    seed = random.randrange(2**32)
+    print(f"random seed {seed}")  # shown with a failure, to run the same moments again
+    return random.Random(seed)
 
 
 class WorkerProcess:
@@ -87,6 +106,72 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
             raise
+
+
+class Load:
+    """Events for many users sent through tripwire's producer, each stamped with the wall clock
+    as it is sent. One producer, so each partition holds its events in time order."""
+
+    def __init__(self, topic: str, rng: random.Random, users: int = 120, batch: int = 8, pause: float = 0.05) -> None:
+        self.topic, self.rng, self.users, self.batch, self.pause = topic, rng, users, batch, pause
+        self.sent = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._failed: BaseException | None = None
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the producer did not stop"
+        if self._failed is not None:
+            raise self._failed
+
+    async def _run(self) -> None:
+        producer = EventProducer(broker(), self.topic)
+        try:
+            while not self._stopping.is_set():
+                events = []
+                for _ in range(self.batch):
+                    now = int(time.time() * 1000)
+                    name = self.rng.choice(["add", "buy", "song", "song", "view"])
+                    obj = {"type": "track", "event": name, "userId": f"u{self.rng.randrange(self.users)}",
+                           "timestamp": format_ms(now)}  # fmt: skip
+                    events.append(receive_event(obj, now=now, received_at=format_ms(now), skew_tolerance=2_000))
+                await producer.send(events)  # acknowledged by the broker, or it raises
+                self.sent += len(events)
+                await asyncio.sleep(self.pause)
+        except BaseException as exc:  # handed to the test's thread by stop()
+            self._failed = exc
+        finally:
+            assert producer.close() == 0
+
+
+def topic_records(topic: str) -> dict[int, list[dict[str, Any]]]:
+    """Every record of the topic, decoded, per partition in offset order."""
+    consumer = Consumer({"bootstrap.servers": broker(), "group.id": f"check-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS) if ends[p] > 0])
+        found: dict[int, list[dict[str, Any]]] = {p: [] for p in range(PARTITIONS)}
+        deadline = time.monotonic() + 30
+        while any(len(found[p]) < ends[p] for p in found):
+            assert time.monotonic() < deadline, "could not read the topic back"
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                assert message.error() is None, message.error()
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset == len(found[partition]), "a gap in the topic"
+                found[partition].append(msgspec.json.decode(message.value() or b""))
+        return found
+    finally:
+        consumer.close()
 
 
 def query(text: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -130,6 +215,28 @@ def wait(until: Callable[[], object], what: str, timeout: float, workers: list[W
         time.sleep(0.2)
 
 
+class Settled:
+    """Every record read and every timer they set final: positions at the topic's end, and
+    the wall clock past the last event plus the longest window and the lateness (a worker
+    saves its watermark only with a change, so the saved one may be behind)."""
+
+    def __init__(self, schema: str, topic: str) -> None:
+        self.schema, self.topic = schema, topic
+        records = topic_records(topic)
+        self.ends = {p: len(found) for p, found in records.items()}
+        self.final = max((parse_ms(r["timestamp"]) for found in records.values() for r in found), default=0)
+        self.final += LONGEST_MS + LATENESS_MS + 1_000
+        self.seen: dict[int, tuple[int | None, int | None]] = {}
+
+    def __call__(self) -> bool:
+        self.seen = progress(self.schema, self.topic)
+        caught_up = all(self.seen[p][0] == (end or None) for p, end in self.ends.items())
+        return caught_up and time.time() * 1000 > self.final
+
+    def __str__(self) -> str:
+        return f"ends {self.ends}, (position, watermark) {self.seen}"
+
+
 def logs(schema: str, partitions: int = PARTITIONS) -> dict[int, list[tuple[str, str]]]:
     """Each partition's log as (messageId, decision), in log order."""
     found = {}
@@ -151,6 +258,156 @@ def not_accepted(schema: str, partition: int) -> list[tuple[int, str, str | None
         stores.close()
     return [(i, format_ms(row.ts), None if row.watermark is None else format_ms(row.watermark), row.decision)
             for i, row in enumerate(rows) if row.decision != "accepted"]  # fmt: skip
+
+
+FireKey = tuple[str, str, str, str, tuple[str, ...], str | None, int | None]
+
+
+def cluster_fires(schema: str) -> list[FireKey]:
+    stores = open_stores(postgres_dsn(), schema=schema)
+    try:
+        rows = stores.store.fires(limit=1_000_000)
+    finally:
+        stores.close()
+    return sorted((f.fire_id, f.trigger, f.user_id, format_ms(f.fire_time), f.events, f.suppressed, f.partition)
+                  for f in rows)  # fmt: skip
+
+
+def _key(fire: dict[str, Any], partition: int) -> FireKey:
+    return (fire["fire_id"], fire["trigger"], fire["user_id"], fire["fire_time"], tuple(fire["events"]),
+            fire["suppressed"], partition)  # fmt: skip
+
+
+def assert_exactly_once(rules: Path, schema: str, topic: str) -> list[FireKey]:
+    """With every worker stopped: each record of the topic in its partition's log once, in
+    order, accepted; the fires recorded once each, and those of a replay of each partition's
+    log and of each partition's records up to its final watermark. Returns the fires."""
+    records = topic_records(topic)
+    logged = logs(schema)
+    done = progress(schema, topic)
+    loaded = load_rules(rules)
+    fires = cluster_fires(schema)
+    assert len({f[0] for f in fires}) == len(fires), "a fire_id recorded twice"
+    from_logs: list[FireKey] = []
+    from_records: list[FireKey] = []
+    for p in range(PARTITIONS):
+        ids = [r["messageId"] for r in records[p]]
+        assert [m for m, _ in logged[p]] == ids, f"partition {p}: the log is not the topic's records once each"
+        if any(d != "accepted" for _, d in logged[p]):
+            odd = not_accepted(schema, p)
+            raise AssertionError(f"partition {p}: {len(odd)} records not accepted (a redelivery, or late): {odd[:10]}")
+        position, watermark = done[p]
+        assert position == (len(ids) or None)
+        replayed: list[Fire] = []
+        stores = open_stores(postgres_dsn(), schema=schema, partition=p)
+        try:
+            replay_store(Replayer(loaded, replayed.append), stores.store, None)
+        finally:
+            stores.close()
+        from_logs += [_key(f.to_dict(), p) for f in replayed]
+        if records[p]:
+            assert watermark is not None
+            result = replay_events(loaded, records[p], until=format_ms(watermark - 1))
+            assert result.stats.accepted == len(ids) and result.stats.late == 0 and result.stats.duplicate == 0
+            from_records += [_key(f, p) for f in result.fires]
+            # and every timer had fired: a replay to long after the last event adds none
+            last = max(parse_ms(r["timestamp"]) for r in records[p])
+            whole = replay_events(loaded, records[p], until=format_ms(last + LONGEST_MS + 60_000))
+            assert sorted(_key(f, p) for f in whole.fires) == sorted(_key(f, p) for f in result.fires)
+    assert fires == sorted(from_logs), "the fires differ from a replay of the partitions' logs"
+    assert fires == sorted(from_records), "the fires differ from a replay of the partitions' records"
+    return fires
+
+
+def test_workers_killed_at_random_moments_under_load_decide_every_record_once(
+    rules: Path, schema: str, tmp_path: Path, rng: random.Random
+) -> None:
+    started = time.monotonic()
+    with fresh_topic(PARTITIONS) as topic:
+        workers = [WorkerProcess(rules, topic, schema, tmp_path, n) for n in range(3)]
+        killed: list[int] = []
+        try:
+            with Load(topic, rng) as load:
+                # all three members hold partitions and have committed steps
+                wait(lambda: len(set(holders(schema).values())) == 3, "three workers sharing the topic", 40, workers)
+                for _ in range(3):
+                    time.sleep(rng.uniform(1.0, 4.0))
+                    victim = rng.choice([w for w in workers if w.process.poll() is None])
+                    victim.signal(signal.SIGKILL)
+                    killed.append(victim.pid)
+                    workers.append(WorkerProcess(rules, topic, schema, tmp_path, len(workers)))
+                time.sleep(rng.uniform(1.0, 3.0))
+            sent = load.sent
+            wait(Settled(schema, topic), "every record decided and every timer final", 60, workers)
+            live = [w for w in workers if w.pid not in killed]
+            assert [w.stop() for w in live] == [0] * len(live), [w.output() for w in live]
+            fires = assert_exactly_once(rules, schema, topic)
+            assert sum(len(r) for r in topic_records(topic).values()) == sent
+        finally:
+            for worker in workers:
+                if worker.process.poll() is None:
+                    worker.process.kill()
+                    worker.process.wait(10)
+        epochs = query(f'SELECT sum(epoch) FROM "{schema}".owner')[0][0]
+    assert epochs > PARTITIONS, "no partition ever moved"
+    assert {f[1] for f in fires} == {"abandon", "three", "idle"}
+    print(f"{sent} events, {len(fires)} fires, {epochs} claims, {time.monotonic() - started:.1f}s")
+
+
+def backends(name: str) -> list[str]:
+    """The states of the PostgreSQL sessions of the worker whose application_name is `name`."""
+    return [state for (state,) in query("SELECT state FROM pg_stat_activity WHERE application_name = %s", name)]
+
+
+def pause_between_transactions(worker: WorkerProcess, rng: random.Random) -> None:
+    """SIGSTOP `worker` at a moment none of its transactions is open (else resume and try again)."""
+    for _ in range(200):
+        worker.signal(signal.SIGSTOP)
+        time.sleep(0.1)
+        if all(state == "idle" for state in backends(worker.name)):
+            return
+        worker.signal(signal.SIGCONT)
+        time.sleep(rng.uniform(0.0, 0.2))
+    raise AssertionError("could not pause the worker between two transactions")
+
+
+def test_a_paused_worker_resumed_after_its_partitions_moved_commits_nothing(
+    rules: Path, schema: str, tmp_path: Path, rng: random.Random
+) -> None:
+    started = time.monotonic()
+    with fresh_topic(PARTITIONS) as topic:
+        zombie, other = (WorkerProcess(rules, topic, schema, tmp_path, n) for n in range(2))
+        workers = [zombie, other]
+        try:
+            with Load(topic, rng):
+                wait(lambda: set(holders(schema).values()) == {zombie.pid, other.pid}, "two workers", 40, workers)
+                time.sleep(rng.uniform(0.5, 2.0))
+                pause_between_transactions(zombie, rng)
+                held = sorted(p for p, pid in holders(schema).items() if pid == zombie.pid)
+                assert held, "the paused worker held no partition"
+                # its session times out; the other takes its partitions and decides what comes
+                wait(lambda: set(holders(schema).values()) == {other.pid}, "the takeover", SESSION_S + 30, workers)
+                time.sleep(rng.uniform(1.0, 2.0))
+            wait(Settled(schema, topic), "every record decided and every timer final", 60, workers)
+            before = (logs(schema), {p: pos for p, (pos, _) in progress(schema, topic).items()}, cluster_fires(schema))
+            zombie.signal(signal.SIGCONT)
+            wait(lambda: "partitions lost" in zombie.output() or "taken over" in zombie.output(),
+                 "the resumed worker to notice", 30, workers)  # fmt: skip
+            time.sleep(2)
+            after = (logs(schema), {p: pos for p, (pos, _) in progress(schema, topic).items()}, cluster_fires(schema))
+            assert after == before, "the resumed worker changed a log, a position or the fires"
+            with Load(topic, rng):  # both go on deciding
+                time.sleep(2)
+            wait(Settled(schema, topic), "every record decided and every timer final", 60, workers)
+            assert [w.stop() for w in workers] == [0, 0], [w.output() for w in workers]
+            fires = assert_exactly_once(rules, schema, topic)
+        finally:
+            for worker in workers:
+                if worker.process.poll() is None:
+                    worker.process.kill()
+                    worker.process.wait(10)
+    noticed = [line for line in zombie.output().splitlines() if "partitions lost" in line or "taken over" in line]
+    print(f"held {held}; {len(fires)} fires; {time.monotonic() - started:.1f}s; the zombie:", *noticed, sep="\n")
 
 
 def _now_records(count: int, user: str) -> list[tuple[bytes | None, bytes | None]]:
