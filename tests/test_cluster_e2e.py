@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from zlib import crc32
 
 import httpx
 import pytest
@@ -104,3 +105,45 @@ def test_the_cluster_flags_of_serve_go_with_cluster(tmp_path: Path) -> None:
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "go with --cluster" in result.stderr
+
+
+def test_an_anonymous_visitor_and_the_user_they_become_share_a_partition(tmp_path: Path, schema: str) -> None:
+    """Keyed by identity, a visitor's anonymous cart and the purchase the server sends later
+    under the userId meet in one partition: the purchase cancels the cart as on one node."""
+    from segment.analytics.client import Client
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("HOOK", "http://127.0.0.1:9/hook"))
+    # ids that Kafka's default partitioner (CRC32 of the key) puts in different partitions
+    people = [(a, u) for a, u in ((f"anon-{i}", f"user-{i}x") for i in range(40)) if crc32(a.encode()) % 2
+              != crc32(u.encode()) % 2][:8]  # fmt: skip
+    assert len(people) == 8
+    with fresh_topic(2) as topic:
+        env = {"TRIPWIRE_KAFKA": broker(), "TRIPWIRE_POSTGRES": postgres_dsn(), "TRIPWIRE_TOPIC": topic,
+               "TRIPWIRE_SCHEMA": schema}  # fmt: skip
+        node = ServerProcess(rules, tmp_path / "node", env=env, args=("--cluster",))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tripwire", "worker", "--rules", str(rules), "--group", f"g-{topic}"],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            node.start()
+            client = Client(WRITE_KEY, host=node.base, sync_mode=True)
+            for anonymous, user in people:  # in the browser, then the server
+                client.track(anonymous_id=anonymous, event="add_to_cart", properties={"product_id": "p1"})
+                client.identify(user, {"email": f"{user}@example.com"}, anonymous_id=anonymous)
+                client.track(user, "purchase")
+            client.track(anonymous_id="anon-control", event="add_to_cart")  # nobody buys: it fires
+            deadline = time.monotonic() + 60
+            with httpx.Client(headers=node.admin_headers, timeout=5) as admin:
+                while not any(f["trigger"] == "cart" for f in admin.get(node.url("/api/fires")).json()["fires"]):
+                    assert worker.poll() is None, worker.communicate()[0]
+                    assert time.monotonic() < deadline, node.log_tail()
+                    time.sleep(0.2)
+                time.sleep(1.0)  # every other cart's window has ended by now too
+                fires = admin.get(node.url("/api/fires")).json()["fires"]
+        finally:
+            node.stop()
+            worker.send_signal(signal.SIGTERM)
+            worker.communicate(timeout=30)
+    assert [(f["trigger"], f["user_id"]) for f in fires] == [("cart", "anon-control")]

@@ -426,7 +426,7 @@ def test_a_schema_of_version_1_becomes_the_single_node_log(postgres_location: St
         )
     stores = postgres_location.open()
     store = stores.store
-    assert [v for v, _ in store.migrations()] == [1, 2, 3]
+    assert [v for v, _ in store.migrations()] == [1, 2, 3, 4]
     # Migration 3: the fires and deliveries there are the single-node log's.
     assert store.fire("f") == FireRow("f", "t", "u1", None, 5, ("a",), None, None, 6, False, None)
     assert [(d.fire_id, d.partition) for d in stores.outbox.claim(6, 10, 1_000)] == [("f", None)]

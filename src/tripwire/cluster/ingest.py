@@ -55,6 +55,11 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 1
         raise TopicError(f"--topic {topic}: cannot use it on {bootstrap}: {exc}") from exc
 
 
+def _previous(event: Event) -> str | None:
+    previous = event.raw.get("previousId") if event.type == "alias" else None
+    return previous if isinstance(previous, str) else None
+
+
 class ClusterService:
     """The service behind the HTTP API of an ingest node (`tripwire.server.ports.ServiceAPI`)."""
 
@@ -102,8 +107,17 @@ class ClusterService:
     async def submit(self, events: list[Event]) -> list[str]:
         if self._producer is None:
             raise StoreUnavailableError("tripwire is not taking events right now")
+        identity = self.stores.identity
+        keys = None
+        if identity is not None:  # all of a person's events to one partition (store/postgres_identity.py)
+            ids = [(e.user_id, e.anonymous_id, _previous(e)) for e in events]
+            try:
+                keys = [key.encode() for key in await asyncio.to_thread(identity.keys, ids)]
+            except Exception as exc:  # PostgreSQL away: the client sends again
+                self._kafka_ok = False
+                raise StoreUnavailableError(f"the identity table (PostgreSQL) cannot be read: {exc}") from None
         try:
-            await self._producer.send(events)
+            await self._producer.send(events, keys)
         except StoreUnavailableError:
             self._kafka_ok = False
             raise

@@ -38,6 +38,7 @@ def producer_settings(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
         "request.timeout.ms": min(DELIVERY_TIMEOUT_MS, 5_000),
         "queue.buffering.max.messages": 200_000,
+        "partitioner": "consistent_random",  # librdkafka's default, said here: CRC32 of the key
         "logger": logging.getLogger("tripwire.kafka"),  # librdkafka's lines through tripwire's logging
     }
     settings.update(extra)
@@ -54,20 +55,20 @@ class EventProducer:
         self._thread = threading.Thread(target=self._serve_reports, name="tripwire-producer", daemon=True)
         self._thread.start()
 
-    async def send(self, events: list[Event]) -> None:
-        """Every event written to the topic and acknowledged, in order per user."""
+    async def send(self, events: list[Event], keys: list[bytes] | None = None) -> None:
+        """Every event written to the topic and acknowledged, in order per key; `keys` are the
+        record keys (by default each event's user, see `partition_key`)."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
-        for event in events:
+        for i, event in enumerate(events):
             future: asyncio.Future[None] = loop.create_future()
 
             def delivered(error: KafkaError | None, _message: Message, future: asyncio.Future[None] = future) -> None:
                 loop.call_soon_threadsafe(_settle, future, error)
 
             try:
-                self._producer.produce(
-                    self.topic, value=record_value(event), key=partition_key(event), on_delivery=delivered
-                )
+                key = partition_key(event) if keys is None else keys[i]
+                self._producer.produce(self.topic, value=record_value(event), key=key, on_delivery=delivered)
             except BufferError:  # the local queue is full: the broker is slow or away
                 raise OverloadedError(retry_after=1.0) from None
             futures.append(future)

@@ -190,6 +190,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE deliveries ALTER COLUMN part DROP DEFAULT;
         """,
     ),
+    (
+        4,
+        "the ids a person was linked under, and the record key their events take",
+        # Written by ingest nodes for identify and alias events only; read for every event.
+        """
+        CREATE TABLE identities (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tripwire.store.base import Goals, InboxStore, Outbox, Store
 from tripwire.store.goals import SqliteGoals
@@ -13,6 +13,9 @@ from tripwire.store.inbox import SqliteInbox
 from tripwire.store.outbox import SqliteOutbox
 from tripwire.store.partitions import StoreLocationError, check_partition
 from tripwire.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from tripwire.store.postgres_identity import PostgresIdentity
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -36,6 +39,8 @@ class Stores:
     kind: str  # sqlite | postgres
     _resource: _Closable
     _scoped: Callable[[int | None], Store]
+    # The cluster's record keys by identity (PostgreSQL only; see store/postgres_identity.py).
+    identity: PostgresIdentity | None = None
 
     def partition(self, partition: int | None) -> Store:
         """A store for the log of `partition` (None: the single node's), sharing these connections.
@@ -83,7 +88,10 @@ def open_stores(location: str | Path, *, schema: str = "tripwire", partition: in
         def scoped(part: int | None) -> Store:
             return pg if part == partition else PostgresStore(db, partition=part)
 
-        return Stores(pg, PostgresOutbox(db), PostgresGoals(db), PostgresInbox(db), "postgres", db, scoped)
+        from tripwire.store.postgres_identity import PostgresIdentity  # noqa: PLC0415
+
+        outbox, goals, inbox = PostgresOutbox(db), PostgresGoals(db), PostgresInbox(db)
+        return Stores(pg, outbox, goals, inbox, "postgres", db, scoped, PostgresIdentity(db))
     _no_partitions(partition)
     lite = SqliteStore(location)
     lite.open()
