@@ -82,11 +82,24 @@ class StoreLocation:
         for stores in self.opened:
             stores.close()
         if self.kind == "postgres":
-            import psycopg
-            from psycopg import sql
+            drop_schema(self.schema)
 
-            with psycopg.connect(str(self.where), autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+
+def drop_schema(name: str) -> None:
+    """Drop a test's schema of the test PostgreSQL, with everything in it."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A schema name of the test's own on the test PostgreSQL, dropped when the test ends."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    drop_schema(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

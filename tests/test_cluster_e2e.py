@@ -10,13 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from zlib import crc32
 
 import httpx
-import pytest
 
 from conftest import postgres_dsn
 from kafka_kit import broker, fresh_topic
@@ -31,17 +28,6 @@ triggers:
 actions:
   hook: {type: webhook, url: "HOOK", allow_private: true}
 """
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield name
-    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def test_events_from_a_segment_sdk_go_through_kafka_to_fires_the_ingest_node_shows(tmp_path: Path, schema: str) -> None:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ import msgspec
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from psycopg import sql
 
 from conftest import postgres_dsn
 from kafka_kit import broker, fresh_topic, produce
@@ -50,14 +49,6 @@ LONGEST_MS = 5_000  # the longest window: every timer is due by then after the l
 LATENESS_MS = 3_000
 PARTITIONS = 4
 SESSION_S = 10  # the worker's session timeout (not a flag of the command)
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield name
-    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 @pytest.fixture
