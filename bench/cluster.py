@@ -23,7 +23,6 @@ Results are printed and written to bench/out/cluster.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -33,7 +32,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -43,6 +41,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
+from shop import load_generator  # bench/shop.py
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "cluster.json"
 PING_RULES = """
@@ -50,16 +50,6 @@ PING_RULES = """
     description: fires at once, for the latency figure
     when: ping
 """
-
-
-def _generator() -> ModuleType:
-    path = ROOT / "examples" / "shop" / "generate.py"
-    spec = importlib.util.spec_from_file_location("shop_generate", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def rules_file(folder: Path) -> Path:
@@ -217,7 +207,7 @@ def main() -> None:
         if not os.environ.get(variable):
             raise SystemExit(f'{variable} is not set: run eval "$(scripts/services start)" first')
     bootstrap = os.environ["TRIPWIRE_KAFKA"]
-    events = list(_generator().generate(args.events, args.users, args.seed))
+    events = list(load_generator().generate(args.events, args.users, args.seed))
     values = [((e.get("userId") or e.get("anonymousId")).encode(), msgspec.json.encode(e)) for e in events]
     topic = f"bench-{uuid.uuid4().hex[:12]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib.util
 import itertools
 import json
 import os
@@ -47,7 +46,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -55,6 +53,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from serverproc import ServerProcess  # noqa: E402  # the tests' helper: one way to run a server
+from shop import load_generator  # noqa: E402  # bench/shop.py
 
 DEFAULT_RULES = ROOT / "examples" / "shop" / "rules.yaml"
 OUT = ROOT / "bench" / "out"
@@ -62,14 +61,6 @@ GOAL_EVENTS_PER_S = 50_000
 GOAL_P99_MS = 25.0
 KEEP_ALIVE_REUSE_S = 4.0
 _encode = msgspec.json.encode
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shop_generate", ROOT / "examples" / "shop" / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _ms() -> int:
@@ -153,7 +144,7 @@ class Pool:
 
 
 def make_pool(size: int, users: int, seed: int) -> list[dict[str, Any]]:
-    generator = _load_generator()
+    generator = load_generator()
     events = []
     for generated in generator.generate(size, users, seed):
         event = dict(generated)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import importlib.util
 import io
 import json
 import os
@@ -45,12 +44,12 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgspec
 
 import tripwire.replay
+from shop import load_generator  # bench/shop.py
 from tripwire import __version__
 from tripwire.engine import Engine, Fire
 from tripwire.events import Event, parse_event
@@ -62,17 +61,6 @@ DEFAULT_RULES = ROOT / "examples" / "shop" / "rules.yaml"
 OUT = ROOT / "bench" / "out" / "replay.json"
 GOAL_EVENTS_PER_S = 250_000
 GOAL_STATE_BYTES = 1_024
-
-
-def _load_generator() -> ModuleType:
-    """examples/shop/generate.py, imported by path (examples/ is not a package)."""
-    path = ROOT / "examples" / "shop" / "generate.py"
-    spec = importlib.util.spec_from_file_location("shop_generate", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the three measured paths -------------------------------------------------------
@@ -374,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         # Replayer reads the module global as it goes; so does run_engine.
         tripwire.replay.BATCH = args.batch
     rules = load_rules(args.rules)
-    gen = _load_generator()
+    gen = load_generator()
 
     _progress(f"generating {args.events:,} events for {args.users:,} users (seed {args.seed}) ...")
     t0 = time.perf_counter()
