@@ -25,12 +25,15 @@ import structlog
 from tripwire.actions.policies import in_holdout
 from tripwire.engine import ACCEPTED, Engine, Fire
 from tripwire.engine.core import NEVER
-from tripwire.errors import FencedError
+from tripwire.errors import FencedError, StoreUnavailableError
 from tripwire.events import Event, parse_event
 from tripwire.rules import Rules
 from tripwire.store import Batch, FireRow, LogRow, NewDelivery, QuarantineRow, Store
 
 log = structlog.get_logger("tripwire.pipeline")
+# Failures that are no event's fault: the driver lost the partition, or the store is away
+# (a restart). Fault isolation lets them through instead of blaming, or quarantining, events.
+NOT_THE_EVENTS: Final = (FencedError, StoreUnavailableError)
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -174,7 +177,14 @@ class Pipeline:
 
     def check_writable(self, engine: Engine) -> None:
         """Commit the engine's meta as it is: raises while the store cannot take a write."""
+        self.save_progress(engine)
+
+    def save_progress(self, engine: Engine, also: Callable[[Batch], None] | None = None) -> None:
+        """Commit the engine's meta (its watermark) as it is, with the driver's `also` writes:
+        for a step that moved the watermark, or read records, without changing anything else."""
         with self.store.write() as batch:
+            if also is not None:
+                also(batch)
             batch.save_meta(engine.dump_meta())
 
     def _write(
@@ -256,8 +266,8 @@ class Pipeline:
                 result = self.step(
                     engine, batches, now=now, watermark=watermark, exclude=bad, retried=retried, also=also
                 )
-            except FencedError:
-                raise  # not the events' fault: the driver lost the partition
+            except NOT_THE_EVENTS:
+                raise
             except Exception as exc:
                 found = len(bad)
                 while probes and len(bad) == found:
@@ -300,6 +310,8 @@ class Pipeline:
                         scratch.force_accept(event)
                     fires = scratch.advance(watermark)
                     self._write(scratch, [], fires, [], [], now, commit=False)
+                except NOT_THE_EVENTS:
+                    raise
                 except Exception as exc:
                     bad[("timers", uid)] = f"a timer's fire cannot be written: {_reason(exc)}"
 
@@ -317,6 +329,8 @@ class Pipeline:
             fires = scratch.advance(until)
             row = LogRow(0, event.message_id, event.user_id, event.anonymous_id, event.ts, now, ACCEPTED, body)
             self._write(scratch, [row], fires, [], [], now, commit=False)
+        except NOT_THE_EVENTS:
+            raise
         except Exception as exc:
             reason = _reason(exc)
         else:
@@ -324,6 +338,8 @@ class Pipeline:
         try:
             without = self._scratch(live, [event])
             self._write(without, [], without.advance(until), [], [], now, commit=False)
+        except NOT_THE_EVENTS:
+            raise
         except Exception:
             return None
         return reason
@@ -360,6 +376,8 @@ class Pipeline:
             trial.update(dict.fromkeys(suspects[included:], "trial"))
             try:
                 self.step(self.recover(), batches, now=now, watermark=watermark, exclude=trial, commit=False)
+            except NOT_THE_EVENTS:
+                raise
             except Exception as exc:
                 return _reason(exc)
             return None

@@ -18,9 +18,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import StrDumperUnknown, TextLoader
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tripwire.errors import TripwireError
+from tripwire.errors import StoreUnavailableError
 from tripwire.store.partitions import StoreLocationError
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -205,14 +205,45 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CONNECT_TIMEOUT_S = 10
+# How long a caller waits for a connection of the pool (the server away: a restart) before
+# its store call raises PostgresUnavailableError; the pool goes on reconnecting meanwhile.
+CHECKOUT_TIMEOUT_S = 5.0
+# A session left idle inside a transaction this long is ended by the server, releasing its
+# locks: a worker paused (SIGSTOP, a stalled VM) mid-transaction cannot hold the partition's
+# owner row from the worker that takes its partitions. tripwire never idles in a transaction.
+IDLE_IN_TRANSACTION_S = 15
 
 
 class PostgresLocationError(StoreLocationError):
     """A PostgreSQL location or schema name cannot be used."""
 
 
-class PostgresUnavailableError(TripwireError):
-    """The PostgreSQL server cannot be reached, or refuses the connection."""
+class PostgresUnavailableError(StoreUnavailableError):
+    """The PostgreSQL server cannot be reached, refuses the connection, or lost it (a restart)."""
+
+
+# The SQLSTATE classes of a failure that is the server's state, not the statement's: a lost
+# or refused connection (08), an operator's intervention such as a shutdown or a restart
+# (57P), insufficient resources (53), a transaction the server ended (25P03, idle too long)
+# and a conflict with another transaction (40: a deadlock, a serialization failure). The
+# same step tried again later can succeed. A statement the server refuses for what it holds
+# (54, a value beyond a limit; 22, bad data) is not among them: retrying it would fail
+# forever, so it stays an error the pipeline's fault isolation can pin on an event.
+_TRANSIENT = ("08", "57P", "53", "25P03", "40")
+
+
+def transient(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """Whether `exc` (raised on `conn`) says the server is away or busy rather than the statement wrong."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if conn is not None and conn.broken:
+        return True
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection failed or was closed under it
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state.startswith(_TRANSIENT)
 
 
 # -- text with NUL -------------------------------------------------------------------------
@@ -263,6 +294,7 @@ class PostgresDatabase:
         conn.adapters.register_dumper(str, _NulSafeDumper)
         conn.adapters.register_loader("text", _NulSafeLoader)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
     def where(self) -> str:
         """The server, database and user, never the password: for messages."""
@@ -290,6 +322,8 @@ class PostgresDatabase:
                     max_size=self._max_size,
                     kwargs={"autocommit": True},
                     configure=self._configure,
+                    check=ConnectionPool.check_connection,  # a connection from before a server restart is replaced
+                    timeout=CHECKOUT_TIMEOUT_S,
                     open=False,
                     name=f"tripwire-{self.schema}",
                 )
@@ -299,15 +333,25 @@ class PostgresDatabase:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection in autocommit mode: each statement is its own transaction unless in `transaction()`."""
-        with self.pool().connection() as conn:
-            yield conn
+        """A connection in autocommit mode: each statement is its own transaction unless in `transaction()`.
+
+        A failure of the server rather than of a statement (see `transient`) is raised as
+        PostgresUnavailableError, so callers can wait and try again."""
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            with self.pool().connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            if not transient(exc, conn):
+                raise
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PostgresUnavailableError(f"postgres: {self.where()}: {cause}") from exc
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on one connection: committed when the block exits cleanly (rolled back
-        with `commit` off), rolled back on any error."""
-        with self.pool().connection() as conn, conn.transaction(force_rollback=not commit):
+        with `commit` off), rolled back on any error; server failures raised as in `connection()`."""
+        with self.connection() as conn, conn.transaction(force_rollback=not commit):
             yield conn
 
     def migrate(self) -> None:
