@@ -12,8 +12,15 @@ so a worker started on months of history gives the fires a replay of those event
 From then on it follows the wall clock: the watermark is `now - allowed_lateness` when
 the partition is caught up, and the receive time of the last record read minus the
 lateness while it works through a burst, so records are not made late by the worker's
-own delay. Every log row records the watermark it was decided at, as on a single node,
-so a replay of the partition's log decides exactly as the worker did.
+own delay. While the end is not known (the broker away, so records it acknowledged may not
+have been read), the wall clock moves nothing. Every log row records the watermark it was
+decided at, as on a single node, so a replay of the partition's log decides exactly as the
+worker did. A watermark that moved without changing anything is saved too, at most once a
+second.
+
+A step the store cannot take (PostgreSQL away: `StoreUnavailableError`) leaves the engine
+spent and commits nothing; the worker drops this object and opens the partition again
+from the store once it answers (`PartitionLog(..., epoch=)`), so nothing half-done is kept.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import structlog
 
 from tripwire.cluster.records import record_event
 from tripwire.engine import Engine
-from tripwire.errors import EventError, FencedError
+from tripwire.errors import EventError
 from tripwire.events import Event
-from tripwire.pipeline import Pipeline, StepResult
+from tripwire.pipeline import NOT_THE_EVENTS, Pipeline, StepResult
 from tripwire.rules import Rules
 from tripwire.store import Batch, Store
 from tripwire.timestamps import parse_ms
@@ -57,20 +64,33 @@ class PartitionStats:
 
 
 class PartitionLog:
-    """The log of partition `partition` of `topic`, owned by `owner` while it holds the claim."""
+    """The log of partition `partition` of `topic`, owned by `owner` while it holds the claim.
 
-    def __init__(self, store: Store, rules: Rules, topic: str, partition: int, owner: str) -> None:
+    A new owner claims the partition (a new epoch, fencing the one before); with `epoch`
+    (opening it again after the store was away) the claim it took before is checked instead,
+    raising FencedError if another worker has claimed it since. Raises StoreUnavailableError
+    while PostgreSQL cannot be reached."""
+
+    def __init__(
+        self, store: Store, rules: Rules, topic: str, partition: int, owner: str, *, epoch: int | None = None
+    ) -> None:
         self.store = store
         self.topic = topic
         self.partition = partition
         self.source = f"{topic}:{partition}"
         self.pipeline = Pipeline(store, rules, follow_events=True)
-        self.epoch = store.claim_owner(owner)  # from here on, an earlier owner's writes are refused
+        if epoch is None:
+            self.epoch = store.claim_owner(owner)  # from here on, an earlier owner's writes are refused
+        else:
+            with store.write() as batch:
+                batch.check_owner(epoch)
+            self.epoch = epoch
         self.engine: Engine = self.pipeline.recover()
         saved = store.load_position(self.source)
         self.position = 0 if saved is None else saved  # the next offset to read
         self.live = False
         self.stats = PartitionStats()
+        self._saved = (self.engine.watermark, 0)  # the watermark last committed, and when (ms)
         log.info(
             "partition taken", partition=self.source, position=self.position, epoch=self.epoch,
             users=len(self.engine.users), watermark=self.engine.watermark,
@@ -84,7 +104,8 @@ class PartitionLog:
         """Decide `records` (the next ones of the partition, in order), advance, commit.
 
         `end` is the partition's end offset as last seen (None when unknown); the partition
-        is caught up when its position reaches it. Raises FencedError if it was taken over.
+        is caught up when its position reaches it. Raises FencedError if it was taken over,
+        StoreUnavailableError if the store cannot take the step (the engine is then spent).
         """
         events: list[Event] = []
         received: list[int] = []
@@ -114,15 +135,18 @@ class PartitionLog:
         also = self._also(position)
         try:
             result = self.pipeline.step(self.engine, [events], now=now, watermark=watermark, also=also)
-        except FencedError:
+        except NOT_THE_EVENTS:
             raise
         except Exception as exc:
             log.warning("write failed; looking for the events at fault", partition=self.source, error=str(exc))
             self.engine, result = self.pipeline.isolate([events], now=now, watermark=watermark, error=exc, also=also)
             self.stats.quarantined += len(result.quarantined)
-        if not result.wrote and position != self.position:  # only bad records: their offsets still count
-            with self.store.write() as batch:
-                also(batch)
+        if result.wrote:
+            self._saved = (self.engine.watermark, now)
+        elif position != self.position or (self.engine.watermark > self._saved[0] and now - self._saved[1] >= 1_000):
+            # Only bad records (their offsets still count), or a watermark that moved alone.
+            self.pipeline.save_progress(self.engine, also)
+            self._saved = (self.engine.watermark, now)
         self.position = position
         self.stats.steps += 1
         self.stats.fires += len(result.fires)
@@ -139,7 +163,12 @@ class PartitionLog:
         engine = self.engine
         if not self.live:
             return engine.watermark  # the engine moves it with each accepted event
-        clock = now if caught_up or not received else min(now, max(received))
+        if caught_up:
+            clock = now
+        elif received:  # a burst: the records' own receive times, not the worker's delay
+            clock = min(now, max(received))
+        else:  # behind, or the end not known (the broker away): nothing says time has passed
+            return engine.watermark
         return max(engine.watermark, clock - engine.lateness)
 
     def _also(self, position: int) -> Callable[[Batch], None]:

@@ -7,6 +7,13 @@ timeout. Each partition a worker takes is a `PartitionLog` on PostgreSQL: the wo
 claims it (fencing the previous owner), rebuilds its engine, and resumes at the offset
 saved with its state, never at the group's committed offset, which is only written for
 monitoring (`kafka-consumer-groups.sh --describe` shows the lag).
+
+When PostgreSQL cannot be reached (a restart, a failover), the partitions whose step or
+opening failed are paused, not given up: the worker stays in the group, keeps polling, and
+tries each again (0.5 s, doubling to 5 s) until the store answers; then it rebuilds the
+partition from the store and seeks back to the saved position, so what was read but not
+committed is read again and nothing is decided twice. The broker away is librdkafka's to
+ride out: it reconnects, and a partition that moved meanwhile is reassigned and reopened.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tripwire.cluster.partition import PartitionLog
-from tripwire.errors import FencedError
+from tripwire.errors import FencedError, StoreUnavailableError
 from tripwire.rules import Rules, load_rules
 from tripwire.store import Stores, open_stores
 
@@ -33,6 +42,43 @@ log = structlog.get_logger("tripwire.cluster")
 # librdkafka's "no offset known yet" for a high watermark not fetched so far.
 _UNKNOWN = -1001
 _END_TIMEOUT_S = 2.0  # asking the broker for a partition's end after an assignment
+_RETRY_FIRST_S = 0.5  # a partition whose store is away is tried again after this, doubling
+_RETRY_MOST_S = 5.0
+# librdkafka's statistics (every STATS_MS) say whether each partition's leader answers: an
+# end offset older than STALE_S is not trusted to say the partition is caught up.
+STATS_MS = 500
+STALE_S = 2.0
+
+
+class _BrokerStats(msgspec.Struct):
+    nodeid: int = -1
+    state: str = ""
+
+
+class _PartitionStats(msgspec.Struct):
+    leader: int = -1
+    fetch_state: str = ""
+
+
+class _TopicStats(msgspec.Struct):
+    partitions: dict[str, _PartitionStats] = {}
+
+
+class _Stats(msgspec.Struct):
+    """The part of librdkafka's statistics JSON the worker reads (STATISTICS.md of librdkafka)."""
+
+    brokers: dict[str, _BrokerStats] = {}
+    topics: dict[str, _TopicStats] = {}
+
+
+@dataclass
+class _Waiting:
+    """A held partition that cannot be opened or stepped while the store is away; paused."""
+
+    epoch: int | None  # the claim it had, checked when it opens again; None: never claimed
+    at: float  # when to try again (monotonic)
+    delay: float
+    error: str
 
 
 def consumer_settings(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
@@ -48,6 +94,7 @@ def consumer_settings(bootstrap: str, group: str, **extra: Any) -> dict[str, Any
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
         "logger": logging.getLogger("tripwire.kafka"),  # librdkafka's lines through tripwire's logging
+        "statistics.interval.ms": STATS_MS,
     }
     settings.update(extra)
     return settings
@@ -81,7 +128,9 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.settings = consumer_settings(bootstrap, group, **(kafka_settings or {}))
         self.partitions: dict[int, PartitionLog] = {}
+        self.waiting: dict[int, _Waiting] = {}  # held, paused until the store answers
         self._ends: dict[int, int] = {}  # each held partition's end as the broker gave it after the assignment
+        self._answered: dict[int, float] = {}  # when each partition's leader was last seen up and fetching
         self._stores: Stores | None = None
         self._stopping = threading.Event()
 
@@ -94,7 +143,7 @@ class Worker:
 
         `settings_from` (where each setting came from) goes into the start log line."""
         self._stores = open_stores(self.postgres, schema=self.schema)  # one pool for every partition held
-        consumer = Consumer(self.settings)
+        consumer = Consumer({**self.settings, "stats_cb": self._statistics})
         consumer.subscribe([self.topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
         log.info("worker started", topic=self.topic, group=self.settings["group.id"], owner=self.owner,
                  schema=self.schema, settings_from=settings_from or {})  # fmt: skip
@@ -103,12 +152,14 @@ class Worker:
                 self._poll(consumer)
         finally:
             consumer.close()  # leaves the group: the others take the partitions at once
-            for partition in list(self.partitions):
+            for partition in [*self.partitions, *self.waiting]:
                 self._release(partition)
             self._stores.close()
             log.info("worker stopped", owner=self.owner)
 
     def _poll(self, consumer: Consumer) -> None:
+        if self.waiting:
+            self._reopen(consumer)
         messages = consumer.consume(num_messages=self.max_records, timeout=self.poll_seconds)
         records: dict[int, list[Message]] = defaultdict(list)
         for message in messages:
@@ -133,6 +184,9 @@ class Worker:
                 )
                 self._release(partition)
                 continue
+            except StoreUnavailableError as exc:
+                self._wait(consumer, partition, plog.epoch, exc)
+                continue
             if mine:
                 committed.append(TopicPartition(self.topic, partition, plog.position))
         if committed:
@@ -141,8 +195,27 @@ class Worker:
             except KafkaException as exc:
                 log.info("offset commit for monitoring failed", error=str(exc))
 
+    def _statistics(self, report: str) -> None:
+        """librdkafka's statistics: note the partitions whose leader is up and fetched from."""
+        try:
+            stats = msgspec.json.decode(report, type=_Stats)
+        except msgspec.DecodeError as exc:
+            log.info("unreadable consumer statistics", error=str(exc))
+            return
+        up = {broker.nodeid for broker in stats.brokers.values() if broker.state == "UP"}
+        topic = stats.topics.get(self.topic)
+        if topic is None:
+            return
+        now = time.monotonic()
+        for number, part in topic.partitions.items():
+            if part.leader in up and part.fetch_state == "active" and number.isdigit():
+                self._answered[int(number)] = now
+
     def _end(self, consumer: Consumer, partition: int) -> int | None:
-        """The partition's end offset as the last fetch saw it, None while unknown.
+        """The partition's end offset as the last fetch saw it, None while unknown or stale.
+
+        Stale: the partition's leader has not been seen up and fetched from for STALE_S (the
+        broker away, a restart), so records it acknowledged meanwhile may not have been read.
 
         The cached end is kept by the consumer across assignments: for a partition this
         worker held before, it is where the partition ended then, and a position the
@@ -151,6 +224,8 @@ class Worker:
         end is never taken below that answer; until the broker answers, it is unknown."""
         tp = TopicPartition(self.topic, partition)
         floor = self._ends.get(partition)
+        if floor is not None and time.monotonic() - self._answered.get(partition, -STALE_S) > STALE_S:
+            return None
         if floor is None:
             try:
                 _, high = consumer.get_watermark_offsets(tp, timeout=_END_TIMEOUT_S, cached=False)
@@ -160,23 +235,78 @@ class Worker:
             if high == _UNKNOWN:
                 return None
             floor = self._ends[partition] = int(high)
+            self._answered[partition] = time.monotonic()  # the broker just answered for it
         _, high = consumer.get_watermark_offsets(tp, cached=True)
         return floor if high == _UNKNOWN else max(floor, int(high))
 
     # -- rebalancing ---------------------------------------------------------------------
 
-    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _open(self, partition: int, epoch: int | None) -> PartitionLog:
         assert self._stores is not None
+        store = self._stores.partition(partition)
+        return PartitionLog(store, self.rules, self.topic, partition, self.owner, epoch=epoch)
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        unopened: list[TopicPartition] = []
         for tp in partitions:
             self._ends.pop(tp.partition, None)  # asked again: the cached one may be from an earlier assignment
-            plog = PartitionLog(self._stores.partition(tp.partition), self.rules, self.topic, tp.partition, self.owner)
+            try:
+                plog = self._open(tp.partition, None)
+            except StoreUnavailableError as exc:
+                tp.offset = OFFSET_INVALID  # sought to the saved position once it opens
+                unopened.append(tp)
+                self.waiting[tp.partition] = self._waiting(tp.partition, None, exc, None)
+                continue
             self.partitions[tp.partition] = plog
             tp.offset = plog.position
         consumer.incremental_assign(partitions)
+        opened = [tp for tp in partitions if tp.partition in self.partitions]
+        if opened:
+            consumer.resume(opened)  # a partition paused when it was last held here starts fetching again
+        if unopened:
+            consumer.pause(unopened)
+
+    # -- the store away ------------------------------------------------------------------
+
+    def _waiting(self, partition: int, epoch: int | None, exc: Exception, before: _Waiting | None) -> _Waiting:
+        delay = _RETRY_FIRST_S if before is None else min(before.delay * 2, _RETRY_MOST_S)
+        if before is None:
+            log.warning("the store cannot be reached; partition paused until it answers",
+                        partition=f"{self.topic}:{partition}", error=str(exc))  # fmt: skip
+        return _Waiting(epoch, time.monotonic() + delay, delay, str(exc))
+
+    def _wait(self, consumer: Consumer, partition: int, epoch: int, exc: Exception) -> None:
+        """The step of `partition` failed for the store: drop its spent engine, pause it."""
+        self.partitions.pop(partition, None)
+        self.waiting[partition] = self._waiting(partition, epoch, exc, None)
+        consumer.pause([TopicPartition(self.topic, partition)])
+
+    def _reopen(self, consumer: Consumer) -> None:
+        """Open each waiting partition that is due; seek it to the saved position and resume it."""
+        for partition, waiting in list(self.waiting.items()):
+            if waiting.at > time.monotonic():
+                continue
+            try:
+                plog = self._open(partition, waiting.epoch)
+                tp = TopicPartition(self.topic, partition, plog.position)
+                consumer.seek(tp)  # back to what the store has: what was read and not committed comes again
+            except FencedError as exc:
+                log.warning("partition taken over by another worker while the store was away; dropping it",
+                            partition=f"{self.topic}:{partition}", error=str(exc))  # fmt: skip
+                del self.waiting[partition]
+                continue
+            except (StoreUnavailableError, KafkaException) as exc:
+                self.waiting[partition] = self._waiting(partition, waiting.epoch, exc, waiting)
+                continue
+            del self.waiting[partition]
+            self.partitions[partition] = plog
+            consumer.resume([tp])
+            log.info("the store answers again; partition resumed", partition=plog.source, position=plog.position)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._release(tp.partition)
+            self.waiting.pop(tp.partition, None)
         consumer.incremental_unassign(partitions)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -187,6 +317,9 @@ class Worker:
 
     def _release(self, partition: int) -> None:
         self._ends.pop(partition, None)
+        self._answered.pop(partition, None)
+        if self.waiting.pop(partition, None) is not None:
+            log.info("partition released while waiting for the store", partition=f"{self.topic}:{partition}")
         plog = self.partitions.pop(partition, None)
         if plog is not None:
             log.info("partition released", partition=plog.source, position=plog.position, **vars(plog.stats))
