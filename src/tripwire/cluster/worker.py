@@ -297,7 +297,7 @@ class Worker:
                 continue
             except (StoreUnavailableError, KafkaException) as exc:
                 self.waiting[partition] = self._waiting(partition, waiting.epoch, exc, waiting)
-                continue
+                break  # at most one attempt (it may wait for the pool's timeout) between two polls
             del self.waiting[partition]
             self.partitions[partition] = plog
             consumer.resume([tp])
