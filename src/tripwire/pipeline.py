@@ -123,15 +123,17 @@ class Pipeline:
         watermark: int,
         exclude: dict[Suspect, str] | None = None,
         commit: bool = True,
-        retried: Sequence[int] = (),
+        retried: Sequence[int | None] = (),
         also: Callable[[Batch], None] | None = None,
     ) -> StepResult:
         """Decide `batches` in arrival order, advance to `watermark`, write it all at once.
 
         Suspects in `exclude` (with their reasons) are quarantined instead of applied. With
         `commit` off the transaction is rolled back: a trial, which leaves `engine` spent.
-        `retried` holds the quarantine entries the events of the first batch come from; each
-        entry records its new decision in the same transaction. `also` writes what the
+        `retried` holds, for the events of the first batch in order, the quarantine entry each
+        is sent through again from (None: a new event); such an event's messageId, remembered
+        when it was quarantined, is forgotten so it is not a duplicate of itself, and the entry
+        records its new decision in the same transaction. `also` writes what the
         driver keeps with the step (a worker: its position in the topic, after checking it
         still owns the partition), in the same transaction, whenever the step writes.
         """
@@ -147,6 +149,8 @@ class Pipeline:
         for b, events in enumerate(batches):
             decided: list[str] = []
             for i, event in enumerate(events):
+                if b == 0 and i < len(retried) and retried[i] is not None:
+                    engine.forget(event.message_id)
                 reason = exclude.get(("new", b, i)) if exclude else None
                 if reason is not None:
                     decision = QUARANTINED
@@ -170,7 +174,7 @@ class Pipeline:
             # A replay meets this row before its next advance and cancels the same timers.
             rows += [LogRow(0, e.message_id, e.user_id, None, e.ts, now, TIMERS_QUARANTINED, e.body, offered_at)
                      for e in entries]  # fmt: skip
-        marks = list(zip(retried, decisions[0], strict=True)) if retried else []
+        marks = [(e, d) for e, d in zip(retried, decisions[0], strict=True) if e is not None] if retried else []
         logged = [event.message_id for event in withdrawn]
         wrote = self._write(engine, rows, fires, quarantine, logged, now, commit, marks, also)
         return StepResult(decisions, fires, quarantine, wrote)
@@ -230,7 +234,7 @@ class Pipeline:
         now: int,
         watermark: int,
         error: BaseException,
-        retried: Sequence[int] = (),
+        retried: Sequence[int | None] = (),
         also: Callable[[Batch], None] | None = None,
     ) -> tuple[Engine, StepResult]:
         """After `step` failed with `error`: quarantine the events at fault, commit the rest

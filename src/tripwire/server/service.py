@@ -208,9 +208,6 @@ class Service:
             kept.append(row)
         if not events:
             return []
-        # A retried messageId was remembered when it was quarantined; it must not count as a duplicate.
-        for event in events:
-            self.engine.forget(event.message_id)
         try:
             decisions = self._round([events], retried=[row.id for row in kept])[0]
         except Exception as exc:
