@@ -90,9 +90,13 @@ class WorkerProcess:
         try:
             return self.process.wait(30)
         except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGUSR1)  # its threads' stacks into its output, to see where it hangs
+            time.sleep(1)
             self.process.kill()
             self.process.wait(10)
-            raise
+            raise AssertionError(
+                f"worker {self.pid} did not stop within 30 s of SIGTERM:\n{self.output()[-6000:]}"
+            ) from None
 
 
 class Load:

@@ -419,10 +419,13 @@ def worker(
     Each partition the group gives this worker is one log with its own watermark, dedup
     memory and engine state; its offset is committed with its state. Start several on
     the same topic and group to share the partitions; SIGTERM finishes the records in
-    hand, commits and leaves the group. See docs/cluster.md.
+    hand, commits and leaves the group; SIGUSR1 writes every thread's stack to stderr.
+    See docs/cluster.md.
 
     Example: tripwire worker --rules rules.yaml --kafka 127.0.0.1:9092 --postgres postgresql://tripwire@db/tripwire
     """
+    import faulthandler
+    import logging
     import signal
 
     from tripwire.config import ConfigError, cluster_config
@@ -441,7 +444,13 @@ def worker(
                     group=config.group, schema=config.schema)  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: member.stop())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where is it? without stopping it
     member.run(settings_from=config.described())
+    if not member.left:  # a close stuck in librdkafka: its thread would hold up the exit too
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @main.command()

@@ -14,6 +14,13 @@ tries each again (0.5 s, doubling to 5 s) until the store answers; then it rebui
 partition from the store and seeks back to the saved position, so what was read but not
 committed is read again and nothing is decided twice. The broker away is librdkafka's to
 ride out: it reconnects, and a partition that moved meanwhile is reassigned and reopened.
+
+Stopping leaves the group in two steps, each bounded (LEAVE_S): unsubscribe and keep
+polling until the revocation has run and nothing is assigned, then close. Closing a
+cooperative consumer while an assignment is still being handed over can block for good
+in librdkafka (its issue 4527); if either step outlasts its bound the worker says so and
+exits anyway: its state is committed, and the group moves its partitions after the
+session timeout, fenced by the epochs as after a crash.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ _RETRY_MOST_S = 5.0
 # end offset older than STALE_S is not trusted to say the partition is caught up.
 STATS_MS = 500
 STALE_S = 2.0
+LEAVE_S = 10.0  # each step of leaving the group (revocation, close) waits at most this
 
 
 class _BrokerStats(msgspec.Struct):
@@ -133,6 +141,7 @@ class Worker:
         self._answered: dict[int, float] = {}  # when each partition's leader was last seen up and fetching
         self._stores: Stores | None = None
         self._stopping = threading.Event()
+        self.left = False  # the group was left cleanly when `run` returned (else: after the session timeout)
 
     def stop(self) -> None:
         """Finish the records in hand, commit them, leave the group (from any thread, or a signal)."""
@@ -151,11 +160,31 @@ class Worker:
             while not self._stopping.is_set():
                 self._poll(consumer)
         finally:
-            consumer.close()  # leaves the group: the others take the partitions at once
+            self.left = self._leave(consumer)  # the others take the partitions at once
             for partition in [*self.partitions, *self.waiting]:
                 self._release(partition)
             self._stores.close()
-            log.info("worker stopped", owner=self.owner)
+            log.info("worker stopped", owner=self.owner, left_the_group=self.left)
+
+    def _leave(self, consumer: Consumer) -> bool:
+        """Unsubscribe, poll until the revocation ran, close; False if a step outlasted LEAVE_S."""
+        deadline = time.monotonic() + LEAVE_S
+        try:
+            consumer.unsubscribe()
+            while consumer.assignment() and time.monotonic() < deadline:
+                consumer.consume(num_messages=self.max_records, timeout=0.1)  # runs the revocation; records dropped
+        except KafkaException as exc:
+            log.info("unsubscribing failed; closing", error=str(exc))
+        if consumer.assignment():
+            log.warning("the revocation did not finish in time; closing anyway", seconds=LEAVE_S)
+        closing = threading.Thread(target=consumer.close, name="kafka-close", daemon=True)
+        closing.start()
+        closing.join(LEAVE_S)
+        if closing.is_alive():
+            log.warning("leaving the consumer group did not finish in time; the group will move this "
+                        "worker's partitions after the session timeout", seconds=LEAVE_S)  # fmt: skip
+            return False
+        return True
 
     def _poll(self, consumer: Consumer) -> None:
         if self.waiting:
