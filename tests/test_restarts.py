@@ -1,4 +1,4 @@
-"""PostgreSQL restarted under load: the workers and the ingest node wait, retry and resume.
+"""PostgreSQL, then the broker, restarted under load: the workers and the ingest node wait, retry and resume.
 
 The module runs its own PostgreSQL and Kafka (`scripts/services` with a state folder and
 ports of the module's own), so stopping them disturbs no other test. Events go through an
@@ -212,3 +212,7 @@ def run_outage(own: Services, which: str, tmp_path: Path) -> None:
 
 def test_postgres_restarted_under_load_workers_and_ingest_wait_and_resume(own: Services, tmp_path: Path) -> None:
     run_outage(own, "postgres", tmp_path)
+
+
+def test_the_broker_restarted_under_load_workers_and_ingest_wait_and_resume(own: Services, tmp_path: Path) -> None:
+    run_outage(own, "kafka", tmp_path)
