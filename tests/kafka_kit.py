@@ -31,13 +31,15 @@ def fresh_topic(partitions: int) -> Iterator[str]:
             future.result(timeout=30)
 
 
-def produce(topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int | None = None) -> None:
+def produce(
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
     """Write (key, value) records as a team's own producer would, and wait for the broker."""
     producer = Producer({"bootstrap.servers": broker(), "enable.idempotence": True, "acks": "all"})
     for key, value in records:
-        if partition is None:
-            producer.produce(topic, value=value, key=key)
-        else:
-            producer.produce(topic, value=value, key=key, partition=partition)
+        producer.produce(topic, value=value, key=key, partition=-1 if partition is None else partition, headers=headers)
         producer.poll(0)
     assert producer.flush(30) == 0, "the broker did not take every record"

@@ -184,6 +184,9 @@ def test_a_worker_that_lost_its_partition_commits_nothing(rules: Path, schema: s
         def timestamp(self) -> tuple[int, int]:
             return (1, T0)
 
+        def headers(self) -> None:
+            return None
+
         def __repr__(self) -> str:
             return f"Rec({self._offset})"
 
@@ -298,3 +301,113 @@ def test_an_event_that_cannot_be_saved_is_quarantined_and_the_partition_goes_on(
     assert [(q.message_id, "a bug in logging p" in q.reason) for q in quarantined] == [("bad", True)]
     expected = replay_events(load_rules(rules), good, until=format_ms(int(clock.now * 1000) - 2_001))
     assert cluster_fires(schema) == {(f["fire_id"], f["suppressed"]) for f in expected.fires}
+
+
+def test_a_quarantined_event_is_sent_through_again_from_an_ingest_node_and_applied_once(
+    rules: Path, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POST /api/quarantine/retry` on an ingest node puts the kept event back on its
+    partition; the worker decides it as a new arrival and records that on the entry. A
+    second retry is refused, and a retry record that comes twice is applied once."""
+    import asyncio
+
+    import httpx
+
+    from http_harness import ADMIN, ADMIN_TOKEN, WRITE_KEY
+    from tripwire.cluster.ingest import ClusterService
+    from tripwire.cluster.records import RETRY_HEADER
+    from tripwire.server.app import create_app
+    from tripwire.server.auth import Secret
+    from tripwire.store.postgres import PostgresBatch
+
+    real = PostgresBatch.append_events
+    bug = threading.Event()
+    bug.set()
+
+    def broken(self: PostgresBatch, rows: list[Any]) -> None:
+        if bug.is_set() and any(row.user_id == "p" and row.decision == "accepted" for row in rows):
+            raise RuntimeError("a bug in logging p")
+        real(self, rows)
+
+    monkeypatch.setattr(PostgresBatch, "append_events", broken)
+    good = history(2)
+    poison = {"type": "track", "event": "add", "userId": "p", "messageId": "bad",
+              "timestamp": format_ms(T0 + 4 * HOUR - 1_000)}  # fmt: skip  # not late when it comes again
+
+    def decisions() -> list[tuple[str, str]]:
+        stores = open_stores(postgres_dsn(), schema=schema, partition=0)
+        try:
+            return [(row.message_id, row.decision) for row in stores.store.iter_log()]
+        finally:
+            stores.close()
+
+    async def retry(stores: Any, topic: str) -> None:
+        service = ClusterService(rules, stores, bootstrap=broker(), topic=topic)
+        await service.start()
+        app = create_app(service, write_keys=[Secret(WRITE_KEY)], admin_token=Secret(ADMIN_TOKEN))
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://tripwire.test") as client:
+                listed = (await client.get("/api/quarantine", headers=ADMIN)).json()
+                [entry] = [q["id"] for q in listed["events"]]
+                answer = await client.post("/api/quarantine/retry", json={"id": entry}, headers=ADMIN)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["retried"] == [{"id": entry, "message_id": "bad", "decision": "queued"}]
+                deadline = time.monotonic() + 30
+                while not any(m == "bad" and d == "accepted" for m, d in decisions()):
+                    assert time.monotonic() < deadline, decisions()
+                    await asyncio.sleep(0.1)
+                shown = (await client.get("/api/quarantine", headers=ADMIN)).json()["events"][0]
+                assert (shown["id"], shown["retry_decision"]) == (entry, "accepted"), shown
+                again = await client.post("/api/quarantine/retry", json={"id": entry}, headers=ADMIN)
+                assert again.status_code == 409 and again.json()["code"] == "already_retried", again.text
+                missing = await client.post("/api/quarantine/retry", json={"id": entry + 1000}, headers=ADMIN)
+                assert missing.status_code == 404, missing.text
+                # The same retry record once more (two nodes asked at once): a duplicate, not a second purchase.
+                row = stores.partition(0).quarantine_entry(entry)
+                headers = [(RETRY_HEADER, str(entry).encode())]
+                produce(topic, [(b"p", bytes(row.body))], headers=headers)
+        finally:
+            await service.stop()
+
+    with fresh_topic(1) as topic:
+        produce(topic, [*records(good[:3]), (b"p", msgspec.json.encode(poison)), *records(good[3:])])
+        clock = Clock(T0 + 4 * HOUR)
+        worker = Worker(rules, bootstrap=broker(), topic=topic, postgres=postgres_dsn(),
+                        group=f"g-{topic}", schema=schema, clock=clock)  # fmt: skip
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: positions(schema, topic, 1) == [len(good) + 1])
+            assert ("bad", "quarantined") in decisions()
+            bug.clear()  # the bug is fixed; the operator sends the event through again
+            stores = open_stores(postgres_dsn(), schema=schema)
+            try:
+                asyncio.run(retry(stores, topic))
+            finally:
+                stores.close()
+            wait_until(lambda: positions(schema, topic, 1) == [len(good) + 3])
+            clock.now += 2 * HOUR / 1000  # p's cart, applied by the retry, is abandoned
+            wait_until(lambda: any(f.user_id == "p" for f in fires_of(schema)))
+        finally:
+            worker.stop()
+            thread.join(30)
+    assert [d for m, d in decisions() if m == "bad"] == ["quarantined", "accepted", "duplicate"]
+    expected = replay_events(load_rules(rules), [*good, poison], until=format_ms(int(clock.now * 1000) - 2_001))
+    assert cluster_fires(schema) == {(f["fire_id"], f["suppressed"]) for f in expected.fires}
+    assert ("abandon", "p") in {(f["trigger"], f["user_id"]) for f in expected.fires}
+
+
+def fires_of(schema: str) -> list[Any]:
+    stores = open_stores(postgres_dsn(), schema=schema)
+    try:
+        return stores.store.fires(limit=100_000)
+    finally:
+        stores.close()
+
+
+def wait_until(done: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

@@ -19,12 +19,14 @@ import structlog
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from tripwire.cluster.producer import EventProducer
-from tripwire.errors import NotRetryableError, StoreUnavailableError, TripwireError
+from tripwire.cluster.producer import EventProducer, Outgoing
+from tripwire.cluster.records import RETRY_HEADER
+from tripwire.errors import AlreadyRetriedError, NotRetryableError, StoreUnavailableError, TripwireError
 from tripwire.events import Event
+from tripwire.pipeline import quarantine_kind
 from tripwire.rules import Rules, load_rules
 from tripwire.server import views
-from tripwire.store import Store, Stores
+from tripwire.store import QuarantineRow, Store, Stores
 
 log = structlog.get_logger("tripwire.cluster")
 QUEUED: Final = "queued"
@@ -167,7 +169,42 @@ class ClusterService:
         return sum(total for total, _ in counts), sum(waiting for _, waiting in counts)
 
     async def retry_quarantined(self, entry: int | None) -> list[dict[str, Any]]:
-        raise NotRetryableError(entry, "in the cluster, quarantined events cannot be sent through again yet")
+        """Send quarantined events through again: each kept body goes back to its partition,
+        marked with its entry (`RETRY_HEADER`), and the partition's worker decides it as a new
+        arrival and records that decision on the entry, in its batch's transaction.
+
+        The answer is `queued` for each: the decision is the worker's (`GET /api/quarantine`
+        shows it once made). An entry retried twice before its worker got to it is applied
+        once: the worker takes the first record as the retry and the second as a duplicate."""
+        if self._producer is None:
+            raise StoreUnavailableError("tripwire is not taking events right now")
+        found = await asyncio.to_thread(self._retryable, entry)
+        records = [
+            Outgoing(bytes(row.body), (row.user_id or row.anonymous_id or "").encode(), partition,
+                     [(RETRY_HEADER, str(row.id).encode())])
+            for partition, row in found
+        ]  # fmt: skip
+        await self._producer.resend(records)
+        log.info("quarantined events sent through again", entries=[row.id for _, row in found])
+        return [{"id": row.id, "message_id": row.message_id, "decision": QUEUED} for _, row in found]
+
+    def _retryable(self, entry: int | None) -> list[tuple[int, QuarantineRow]]:
+        """The entries to send again, with their partitions, oldest first (as `retry_quarantined` says)."""
+        logs = list(enumerate(self._logs()))
+        if entry is None:
+            rows = [(p, row) for p, s in logs for row in s.quarantined(limit=1_000, pending_only=True)]
+            rows = [(p, row) for p, row in rows if quarantine_kind(row) == "event"]
+            return sorted(rows, key=lambda pair: pair[1].id)[:1_000]
+        for partition, log_store in logs:
+            row = log_store.quarantine_entry(entry)
+            if row is None:
+                continue
+            if quarantine_kind(row) == "timers":
+                raise NotRetryableError(entry, "it holds a user's timers set aside, not an event to send again")
+            if row.retried_at is not None:
+                raise AlreadyRetriedError(entry, row.retry_decision or "")
+            return [(partition, row)]
+        raise KeyError(entry)
 
     def status(self) -> dict[str, Any]:
         return {"topic": self.topic, "partitions": self.partitions, "kafka_ok": self._kafka_ok, "store_ok": True}

@@ -27,18 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from tripwire.cluster.records import record_event
+from tripwire.cluster.records import record_event, retry_entry
 from tripwire.engine import Engine
 from tripwire.errors import EventError
 from tripwire.events import Event
-from tripwire.pipeline import NOT_THE_EVENTS, Pipeline, StepResult
+from tripwire.pipeline import NOT_THE_EVENTS, Pipeline, StepResult, quarantine_kind
 from tripwire.rules import Rules
 from tripwire.store import Batch, Store
 from tripwire.timestamps import parse_ms
+
+if TYPE_CHECKING:
+    from confluent_kafka._types import HeadersType  # what Message.headers() gives
 
 log = structlog.get_logger("tripwire.cluster")
 
@@ -51,6 +54,8 @@ class Record(Protocol):
     def offset(self) -> int | None: ...
 
     def timestamp(self) -> tuple[int, int]: ...
+
+    def headers(self) -> HeadersType | None: ...
 
 
 @dataclass
@@ -109,6 +114,7 @@ class PartitionLog:
         """
         events: list[Event] = []
         received: list[int] = []
+        retried: list[int | None] = []  # per event: the quarantine entry it is sent through again from
         tolerance = self.rules.settings.clock_skew_tolerance
         position = self.position
         for record in records:
@@ -125,6 +131,8 @@ class PartitionLog:
                 continue
             events.append(event)
             received.append(_received_ms(event))
+            entry = retry_entry(record.headers())
+            retried.append(None if entry is None else self._retrying(entry, event, retried))
         self.stats.records += len(records)
         caught_up = end is not None and position >= end
         if caught_up and not self.live:
@@ -134,12 +142,14 @@ class PartitionLog:
             return None  # nothing read, nothing to advance
         also = self._also(position)
         try:
-            result = self.pipeline.step(self.engine, [events], now=now, watermark=watermark, also=also)
+            result = self.pipeline.step(self.engine, [events], now=now, watermark=watermark, retried=retried, also=also)
         except NOT_THE_EVENTS:
             raise
         except Exception as exc:
             log.warning("write failed; looking for the events at fault", partition=self.source, error=str(exc))
-            self.engine, result = self.pipeline.isolate([events], now=now, watermark=watermark, error=exc, also=also)
+            self.engine, result = self.pipeline.isolate(
+                [events], now=now, watermark=watermark, error=exc, retried=retried, also=also
+            )
             self.stats.quarantined += len(result.quarantined)
         if result.wrote:
             self._saved = (self.engine.watermark, now)
@@ -151,6 +161,23 @@ class PartitionLog:
         self.stats.steps += 1
         self.stats.fires += len(result.fires)
         return result
+
+    def _retrying(self, entry: int, event: Event, before: list[int | None]) -> int | None:
+        """`entry` if the record is that quarantined event of this partition, not retried yet
+        (nor earlier in this step); else None: the record is decided as a new arrival, and a
+        second retry of one entry is then a duplicate, never applied twice."""
+        found = self.store.quarantine_entry(entry)
+        if (
+            found is None
+            or found.retried_at is not None
+            or found.message_id != event.message_id
+            or quarantine_kind(found) != "event"
+            or entry in before
+        ):
+            log.info("record names a quarantine entry it cannot retry; decided as a new event",
+                     partition=self.source, entry=entry, message_id=event.message_id)  # fmt: skip
+            return None
+        return entry
 
     def _go_live(self) -> None:
         """Caught up: from here on the wall clock moves the watermark too (SPEC §2)."""

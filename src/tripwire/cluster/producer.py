@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
@@ -45,6 +46,16 @@ def producer_settings(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return settings
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to write: its value, key, and (when it must go to one) partition and headers."""
+
+    value: bytes
+    key: bytes
+    partition: int = -1  # librdkafka's "any": the partitioner picks it from the key
+    headers: list[tuple[str, str | bytes | None]] | None = None
+
+
 class EventProducer:
     """Sends events to `topic`; one polling thread serves the delivery reports."""
 
@@ -58,17 +69,29 @@ class EventProducer:
     async def send(self, events: list[Event], keys: list[bytes] | None = None) -> None:
         """Every event written to the topic and acknowledged, in order per key; `keys` are the
         record keys (by default each event's user, see `partition_key`)."""
+        await self._produce([
+            Outgoing(record_value(event), partition_key(event) if keys is None else keys[i])
+            for i, event in enumerate(events)
+        ])  # fmt: skip
+
+    async def resend(self, records: list[Outgoing]) -> None:
+        """Records written as they are (a quarantined event sent through again to its partition)."""
+        await self._produce(records)
+
+    async def _produce(self, records: list[Outgoing]) -> None:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
-        for i, event in enumerate(events):
+        for record in records:
             future: asyncio.Future[None] = loop.create_future()
 
             def delivered(error: KafkaError | None, _message: Message, future: asyncio.Future[None] = future) -> None:
                 loop.call_soon_threadsafe(_settle, future, error)
 
             try:
-                key = partition_key(event) if keys is None else keys[i]
-                self._producer.produce(self.topic, value=record_value(event), key=key, on_delivery=delivered)
+                self._producer.produce(
+                    self.topic, value=record.value, key=record.key, partition=record.partition,
+                    headers=record.headers, on_delivery=delivered,
+                )  # fmt: skip
             except BufferError:  # the local queue is full: the broker is slow or away
                 raise OverloadedError(retry_after=1.0) from None
             futures.append(future)

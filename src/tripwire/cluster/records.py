@@ -10,7 +10,7 @@ record's place in the topic, never made up at random.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -20,7 +20,13 @@ from tripwire.errors import EventError
 from tripwire.events import Event
 from tripwire.timestamps import format_ms, parse_ms
 
+if TYPE_CHECKING:
+    from confluent_kafka._types import HeadersType  # what Message.headers() gives
+
 MAX_RECORD_BYTES: Final = 32 * 1024  # as one event over HTTP
+# The header of a quarantined event sent through again by an ingest node: the quarantine
+# entry's id. Only an entry of the partition the record is in, not retried yet, counts.
+RETRY_HEADER: Final = "tripwire-retry"
 _decode_checked = msgspec.json.Decoder(limits.EVENT).decode
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -36,6 +42,16 @@ def partition_key(event: Event) -> bytes:
 def record_value(event: Event) -> bytes:
     """The record value for an event as tripwire received it (receivedAt and messageId set)."""
     return _encode(event.raw)
+
+
+def retry_entry(headers: HeadersType | None) -> int | None:
+    """The quarantine entry a record says it sends through again, if it says one."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in pairs:
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if name == RETRY_HEADER and text is not None and text.isdigit() and len(text) < 19:
+            return int(text)
+    return None
 
 
 def record_event(
