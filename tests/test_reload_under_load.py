@@ -192,3 +192,31 @@ def test_reload_under_load_keeps_state_and_refuses_a_broken_file(tmp_path: Path)
     views = store.fires(trigger="views", limit=10**6)
     assert views and min(f.fire_time for f in views) > reload_sent - 500
     assert parse_ms(fires[0]["fire_time"]) == deadline
+
+
+def test_sighup_reloads_the_rules_file_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    """SIGHUP does what `POST /api/rules/reload` does, for those who deploy files and signal processes."""
+    import signal
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(BEFORE)
+    with ServerProcess(rules, tmp_path / "data") as server, httpx.Client(timeout=10.0) as client:
+
+        def triggers() -> set[str]:
+            response = client.get(server.url("/api/triggers"), headers=server.admin_headers)
+            return {t["id"] for t in response.json()["triggers"]}
+
+        assert server.proc is not None
+        _write(rules, AFTER)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while triggers() != {"keep_cart", "plays", "views"}:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
+        _write(rules, BROKEN)
+        server.proc.send_signal(signal.SIGHUP)
+        while "rules reload refused" not in server.log_tail(200):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
+        assert "triggers.plays.count" in server.log_tail(200)
+        assert triggers() == {"keep_cart", "plays", "views"} and server.running()

@@ -11,10 +11,10 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -24,6 +24,7 @@ from tripwire.actions.goals import sweep as goal_sweep
 from tripwire.actions.in_app import Inbox
 from tripwire.actions.registry import make_channel
 from tripwire.engine import Fire
+from tripwire.errors import RulesError
 from tripwire.server.app import create_app
 from tripwire.server.connections import ConnectionLimits, fit_to_fd_limit, guarded_protocol
 from tripwire.server.credentials import load_credentials
@@ -164,14 +165,35 @@ async def serve(
         print(f"tripwire: {label}: {shown}", flush=True)
     sending = asyncio.create_task(dispatcher.run(), name="dispatcher")
     housekeeping = asyncio.create_task(_housekeeping(service, goals, inbox), name="housekeeping")
+    reloads: set[asyncio.Task[None]] = set()
+    if threading.current_thread() is threading.main_thread():  # SIGHUP: as POST /api/rules/reload
+        loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, _reload_on_signal(service, rules)))
     try:
         await server.serve()
     finally:
+        if threading.current_thread() is threading.main_thread():
+            loop.remove_signal_handler(signal.SIGHUP)
         housekeeping.cancel()
         dispatcher.stop()
         await asyncio.gather(sending, housekeeping, return_exceptions=True)
         await service.stop()
         stores.close()
+
+
+def _spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    tasks.add(task)  # held until done: the loop keeps only a weak reference
+    task.add_done_callback(tasks.discard)
+
+
+async def _reload_on_signal(service: Service | ClusterService, path: Path) -> None:
+    """The service logs the reload; a refused file is logged here (an HTTP reload answers 422)."""
+    try:
+        await service.reload_rules()
+    except RulesError as exc:
+        structlog.get_logger("tripwire.rules").error(
+            "rules reload refused; the running rules stay", file=str(path), problems=[str(p) for p in exc.problems]
+        )
 
 
 def _partition_logs(stores: Stores) -> Callable[[DeliveryRow], Store]:
