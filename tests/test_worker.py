@@ -236,19 +236,28 @@ def test_the_worker_command_decides_until_sigterm_then_leaves_the_group(rules: P
         env = {**os.environ, "TRIPWIRE_KAFKA": broker(), "TRIPWIRE_POSTGRES": postgres_dsn(), "TRIPWIRE_TOPIC": topic}
         command = [sys.executable, "-m", "tripwire", "worker", "--rules", str(rules), "--group", f"g-{topic}",
                    "--schema", schema]  # fmt: skip
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = rules.with_name("worker.log")
+        with said.open("w") as out:
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while sum(p or 0 for p in positions(schema, topic, 2)) < len(events):
-                assert process.poll() is None, process.communicate()[0]
+                assert process.poll() is None, said.read_text()
                 assert time.monotonic() < deadline, "timed out"
                 time.sleep(0.2)
+            rules.write_text(RULES + "  welcome: {when: signup}\n")
+            process.send_signal(signal.SIGHUP)  # the rules file again, for every partition held
+            while "rules reloaded" not in said.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, said.read_text()
+                time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=30)
+            process.wait(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
+        output = said.read_text()
         assert process.returncode == 0, output
+        assert "'abandon', 'three', 'idle', 'welcome'" in output, output
         assert "worker stopped" in output and '"topic": "environment"' in output.replace("'", '"')
         logged = 0
         for p in range(2):
@@ -411,3 +420,39 @@ def wait_until(done: Any, timeout: float = 60) -> None:
     while not done():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_reloaded_worker_keeps_unchanged_triggers_state_and_refuses_a_broken_file(
+    rules: Path, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`Worker.reload` (SIGHUP): every held partition decides under the new rules from its
+    next step, a count begun before the reload goes on, and a broken file changes nothing."""
+    start = T0 + 4 * HOUR - 1_000  # just ahead of the watermark the clock gives: not late
+
+    def track(name: str, user: str, n: int) -> tuple[bytes, bytes]:
+        event = {"type": "track", "event": name, "userId": user, "messageId": f"{name}-{user}-{n}",
+                 "timestamp": format_ms(start + n)}  # fmt: skip
+        return user.encode(), msgspec.json.encode(event)
+
+    with fresh_topic(1) as topic:
+        produce(topic, [track("song", "u", 1), track("song", "u", 2)])
+        clock = Clock(T0 + 4 * HOUR)
+        worker = Worker(rules, bootstrap=broker(), topic=topic, postgres=postgres_dsn(),
+                        group=f"g-{topic}", schema=schema, clock=clock)  # fmt: skip
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: positions(schema, topic, 1) == [2])
+            rules.write_text(RULES + "  welcome: {when: signup}\n")
+            worker.reload()
+            wait_until(lambda: "rules reloaded" in capsys.readouterr().out)
+            rules.write_text(RULES + "  broken: {when: signup, within: soon}\n")
+            worker.reload()
+            wait_until(lambda: "rules reload refused" in capsys.readouterr().out)
+            produce(topic, [track("song", "u", 3), track("signup", "v", 4)])
+            clock.now += 10  # past the lateness: the third song and the signup are applied
+            wait_until(lambda: {(f.trigger, f.user_id) for f in fires_of(schema)} >= {("three", "u"), ("welcome", "v")})
+        finally:
+            worker.stop()
+            thread.join(30)
+    assert not any(f.trigger == "broken" for f in fires_of(schema))

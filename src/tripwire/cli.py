@@ -419,7 +419,8 @@ def worker(
     Each partition the group gives this worker is one log with its own watermark, dedup
     memory and engine state; its offset is committed with its state. Start several on
     the same topic and group to share the partitions; SIGTERM finishes the records in
-    hand, commits and leaves the group; SIGUSR1 writes every thread's stack to stderr.
+    hand, commits and leaves the group; SIGHUP reads the rules file again (a file with
+    problems is refused, the running rules stay); SIGUSR1 writes every thread's stack.
     See docs/cluster.md.
 
     Example: tripwire worker --rules rules.yaml --kafka 127.0.0.1:9092 --postgres postgresql://tripwire@db/tripwire
@@ -444,6 +445,7 @@ def worker(
                     group=config.group, schema=config.schema)  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: member.stop())
+    signal.signal(signal.SIGHUP, lambda *_: member.reload())
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where is it? without stopping it
     member.run(settings_from=config.described())
     if not member.left:  # a close stuck in librdkafka: its thread would hold up the exit too

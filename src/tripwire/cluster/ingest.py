@@ -127,8 +127,10 @@ class ClusterService:
         return [QUEUED] * len(events)
 
     async def reload_rules(self) -> Rules:
-        """Validate the rules file again and use it here (the workers read theirs when they start)."""
+        """Validate the rules file again and use it here: for deliveries and the admin API (the
+        workers decide under theirs: each reads its file again on SIGHUP, docs/cluster.md)."""
         self.rules = await asyncio.to_thread(load_rules, self.rules_path)
+        log.info("rules reloaded", triggers=[t.id for t in self.rules.triggers])
         return self.rules
 
     # -- reads, from PostgreSQL ---------------------------------------------------------------

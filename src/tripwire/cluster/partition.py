@@ -105,6 +105,10 @@ class PartitionLog:
     def rules(self) -> Rules:
         return self.pipeline.rules
 
+    def reload(self, rules: Rules) -> None:
+        """Decide under `rules` from the next step on; unchanged triggers keep their state."""
+        self.engine = self.pipeline.reload(self.engine, rules)
+
     def step(self, records: Sequence[Record], *, now: int, end: int | None) -> StepResult | None:
         """Decide `records` (the next ones of the partition, in order), advance, commit.
 

@@ -41,7 +41,7 @@ import structlog
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tripwire.cluster.partition import PartitionLog
-from tripwire.errors import FencedError, StoreUnavailableError
+from tripwire.errors import FencedError, RulesError, StoreUnavailableError
 from tripwire.rules import Rules, load_rules
 from tripwire.store import Stores, open_stores
 
@@ -141,11 +141,16 @@ class Worker:
         self._answered: dict[int, float] = {}  # when each partition's leader was last seen up and fetching
         self._stores: Stores | None = None
         self._stopping = threading.Event()
+        self._reloading = threading.Event()
         self.left = False  # the group was left cleanly when `run` returned (else: after the session timeout)
 
     def stop(self) -> None:
         """Finish the records in hand, commit them, leave the group (from any thread, or a signal)."""
         self._stopping.set()
+
+    def reload(self) -> None:
+        """Read the rules file again between two polls (from any thread, or a signal: SIGHUP)."""
+        self._reloading.set()
 
     def run(self, settings_from: dict[str, str] | None = None) -> None:
         """Consume until `stop()`; each poll's records are decided and committed partition by partition.
@@ -158,6 +163,9 @@ class Worker:
                  schema=self.schema, settings_from=settings_from or {})  # fmt: skip
         try:
             while not self._stopping.is_set():
+                if self._reloading.is_set():
+                    self._reloading.clear()
+                    self._reload_rules()
                 self._poll(consumer)
         finally:
             self.left = self._leave(consumer)  # the others take the partitions at once
@@ -165,6 +173,20 @@ class Worker:
                 self._release(partition)
             self._stores.close()
             log.info("worker stopped", owner=self.owner, left_the_group=self.left)
+
+    def _reload_rules(self) -> None:
+        """The rules file again, for every partition held and every one taken from now on; a
+        file with problems is refused and the running rules stay (as `POST /api/rules/reload`)."""
+        try:
+            rules = load_rules(self.rules_path)
+        except (RulesError, OSError) as exc:
+            problems = [str(p) for p in exc.problems] if isinstance(exc, RulesError) else [str(exc)]
+            log.error("rules reload refused; the running rules stay", file=str(self.rules_path), problems=problems)
+            return
+        self.rules = rules
+        for plog in self.partitions.values():
+            plog.reload(rules)  # the state of an unchanged trigger stays; the next step saves what changed
+        log.info("rules reloaded", triggers=[t.id for t in rules.triggers], partitions=sorted(self.partitions))
 
     def _leave(self, consumer: Consumer) -> bool:
         """Unsubscribe, poll until the revocation ran, close; False if a step outlasted LEAVE_S."""
