@@ -23,6 +23,9 @@ and written to bench/out/ingest.json, progress goes to stderr.
 Goals (the issue): >= 50,000 events/s sustained through batches with durable commits;
 p99 < 25 ms at 2,000 requests/s.
 
+`--pauses` times every pass of the server's cycle collector (bench/pauses_server.py): each
+holds the GIL, so the longest passes are stalls every request in flight waits out.
+
 `--profile` runs the server under cProfile in every thread (bench/profile_server.py) and
 writes the per-thread profiles to bench/out/ingest-<thread>.prof with a summary; the
 profiler slows the server, so figures of a profiled run are not results.
@@ -401,12 +404,17 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 # -- a run -----------------------------------------------------------------------------------
 
 
-def start_server(rules: Path, work: Path, *, profile_dir: Path | None) -> ServerProcess:
+def start_server(rules: Path, work: Path, *, profile_dir: Path | None, pauses: Path | None = None) -> ServerProcess:
     env = {}
+    module = "tripwire"
     if profile_dir is not None:
         env["TRIPWIRE_BENCH_PROFILE_DIR"] = str(profile_dir)
+        module = "profile_server"
+    elif pauses is not None:
+        env["TRIPWIRE_BENCH_PAUSES"] = str(pauses)
+        module = "pauses_server"
+    if module != "tripwire":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]))
-    module = "profile_server" if profile_dir is not None else "tripwire"
     server = ServerProcess(rules, work / "data", log_path=work / "server.log", env=env, log_level="info", module=module)
     server.start()
     return server
@@ -415,7 +423,8 @@ def start_server(rules: Path, work: Path, *, profile_dir: Path | None) -> Server
 async def one_run(args: argparse.Namespace, events: list[dict[str, Any]], number: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="tripwire-bench-"))
     profile_dir = OUT if args.profile else None
-    server = start_server(args.rules, work, profile_dir=profile_dir)
+    pauses = work / "pauses.json" if args.pauses else None
+    server = start_server(args.rules, work, profile_dir=profile_dir, pauses=pauses)
     progress(f"run {number}: server on port {server.port}, data in {work / 'data'}")
     try:
         pool = Pool(events, f"bench{number}-{os.getpid()}")
@@ -437,11 +446,33 @@ async def one_run(args: argparse.Namespace, events: list[dict[str, Any]], number
     finally:
         code = server.stop(timeout=60)
         size = sum(f.stat().st_size for f in (work / "data").glob("tripwire.db*"))
+        collector = gc_pauses(pauses) if pauses is not None and pauses.exists() else None
+        if collector is not None:
+            progress(f"run {number}: cycle collector: " + "; ".join(
+                f"gen{g['generation']} {g['passes']} passes, max {g['max_ms']} ms, {g['over_25ms']} over 25 ms"
+                for g in collector["by_generation"]
+            ))  # fmt: skip
         if code != 0:
             progress(f"run {number}: the server exited with {code}; its log: {work / 'server.log'}")
         elif not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    return {"batch": asdict(batch), "latency": latencies, "server_exit": code, "db_bytes": size}
+    return {"batch": asdict(batch), "latency": latencies, "server_exit": code, "db_bytes": size,
+            "cycle_collector": collector}  # fmt: skip
+
+
+def gc_pauses(path: Path) -> dict[str, Any]:
+    """The collector's passes in the server (bench/pauses_server.py), by generation."""
+    saved = json.loads(path.read_text())
+    passes = saved["passes"]
+    by_generation = []
+    for generation in (0, 1, 2):
+        times = sorted(ms for _, g, ms, _ in passes if g == generation)
+        by_generation.append({
+            "generation": generation, "passes": len(times), "total_ms": round(sum(times), 1),
+            "median_ms": round(statistics.median(times), 2) if times else 0.0,
+            "max_ms": round(times[-1], 1) if times else 0.0, "over_25ms": sum(ms > 25 for ms in times),
+        })  # fmt: skip
+    return {"threshold": saved["threshold"], "by_generation": by_generation}
 
 
 def machine() -> dict[str, Any]:
@@ -570,6 +601,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="run the server under cProfile (not a result)")
     parser.add_argument("--keep", action="store_true", help="keep the data folders and server logs")
+    parser.add_argument(
+        "--pauses", action="store_true", help="time every pass of the server's cycle collector (bench/pauses_server.py)"
+    )
     return parser.parse_args(argv)
 
 
