@@ -59,7 +59,8 @@ from tripwire.rules import Rules, load_rules
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = ROOT / "examples" / "shop" / "rules.yaml"
 OUT = ROOT / "bench" / "out" / "replay.json"
-GOAL_EVENTS_PER_S = 250_000
+GOAL_EVENTS_PER_S = 350_000  # the engine alone (issue 9)
+GOAL_JSONL_EVENTS_PER_S = 200_000
 GOAL_STATE_BYTES = 1_024
 
 
@@ -452,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "state": state,
         "goals": {
             "events_per_s": GOAL_EVENTS_PER_S,
+            "jsonl_events_per_s": GOAL_JSONL_EVENTS_PER_S,
             "state_bytes_per_active_user": GOAL_STATE_BYTES,
         },
     }
@@ -545,8 +547,8 @@ def _print(report: dict[str, Any]) -> None:
         )
     if best is not None:
         print(
-            f"  jsonl    {best:>10,} ev/s vs {goals['events_per_s']:,}: "
-            f"{'met' if best >= goals['events_per_s'] else 'NOT met'}"
+            f"  jsonl    {best:>10,} ev/s vs {goals['jsonl_events_per_s']:,}: "
+            f"{'met' if best >= goals['jsonl_events_per_s'] else 'NOT met'}"
         )
     per_user = s["state_bytes_per_active_user"]
     print(

@@ -106,7 +106,7 @@ class Replayer:
 
     def add_line(self, text: bytes | str, line: int) -> None:
         """Add one JSONL line; blank lines are skipped, malformed JSON is reported."""
-        if not text.strip():
+        if not text or text.isspace():  # stops at the first other byte; strip() copies the line
             return
         try:
             obj = _decode(text)

@@ -67,7 +67,8 @@ class Engine:
         self.seen: dict[str, int] = {}
         self.counts = {LATE: 0, DUPLICATE: 0}
         self.accepted = 0
-        self.dirty: set[str] = set() if track_dirty else _Forget()
+        self.track_dirty = track_dirty
+        self.dirty: set[str] = set()  # without track_dirty, emptied at each advance
         self._pending: list[tuple[int, int, Event]] = []  # sorted from _head on; before it, applied
         self._head = 0
         self._timers: list[tuple[int, int, str, int, Any]] = []
@@ -156,6 +157,9 @@ class Engine:
         self._forget_old_ids()
         if self._set_aside:  # past their time, nothing more can come due by it
             self._set_aside = {uid: until for uid, until in self._set_aside.items() if until >= self.watermark}
+        if not self.track_dirty:  # a set's add costs less per event than a no-op method
+            self.dirty.clear()
+            self.dirty_links.clear()
         return fires
 
     def finish(self, until: int | None = None) -> list[Fire]:
@@ -477,8 +481,10 @@ class Engine:
         """The users changed and the identity links made since the last call, to be saved;
         from here on the engine counts afresh."""
         users, links = self.dirty, self.dirty_links
-        self.dirty = set() if not isinstance(users, _Forget) else users
+        self.dirty = set()
         self.dirty_links = {}
+        if not self.track_dirty:
+            return set(), {}
         return users, links
 
     def with_rules(self, rules: Rules) -> Engine:
@@ -488,7 +494,7 @@ class Engine:
         new = Engine(
             rules,
             dedup_window=None if self.dedup_window is None else rules.settings.dedup_window,
-            track_dirty=not isinstance(self.dirty, _Forget),
+            track_dirty=self.track_dirty,
             follow_events=self.follow_events,
         )
         new.load_meta(self.dump_meta())
@@ -559,10 +565,3 @@ class Engine:
 
     def timer_count(self) -> int:
         return len(self._timers)
-
-
-class _Forget(set[str]):
-    """A set that keeps nothing: dirty tracking when no store is there to save users."""
-
-    def add(self, item: str) -> None:
-        return None
